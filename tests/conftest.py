@@ -1,0 +1,43 @@
+"""Shared fixtures: the user's reference workbook (when ../shared is there) and builders."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REFERENCE = SHARED / "reference" / "titanic.xlsx"
+
+
+@pytest.fixture
+def reference() -> Path:
+    if not REFERENCE.exists():
+        pytest.skip("../shared/reference/titanic.xlsx is not present beside the project")
+    return REFERENCE
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def solver_workbook(path: Path, rows: list[list[object]], formulas: dict[str, str],
+                    params: str, objective: str, sheet: str = "model", sense: int = 2) -> Path:
+    """Write a workbook with openpyxl: data rows from A1, formulas by cell, a Solver model."""
+    from openpyxl import Workbook
+    from openpyxl.workbook.defined_name import DefinedName
+    wb = Workbook()
+    ws = wb.active
+    ws.title = sheet
+    for r, row in enumerate(rows, start=1):
+        for c, v in enumerate(row, start=1):
+            if v is not None:
+                ws.cell(r, c, v)
+    for ref, f in formulas.items():
+        ws[ref] = f
+    for name, text in (("solver_opt", f"{sheet}!{objective}"), ("solver_adj", f"{sheet}!{params}"),
+                       ("solver_typ", str(sense))):
+        ws.defined_names[name] = DefinedName(name, attr_text=text, hidden=True)
+    wb.save(path)
+    return path

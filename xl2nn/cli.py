@@ -1,0 +1,180 @@
+"""Command line: xl2nn inspect | eval | verify | train."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import XlnnError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="the workbook (.xlsx or .xlsm)")
+    p.add_argument("--sheet", help="the sheet whose Solver model to use")
+    p.add_argument("--params", help="parameter ranges, e.g. R4:AA5 or nnet!R4:AA5,nnet!R7")
+    p.add_argument("--loss", help="the objective cell, e.g. AH1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="xl2nn", description="Compile spreadsheet models to PyTorch, "
+                                 "verify them against the sheet's own numbers, and train them.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="show the sheets, the model found and the compiled network")
+    _model_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("eval", help="recalculate every formula cell and write a copy with the results")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="the new workbook to write")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="check recomputed cells against cached values and autograd "
+                       "against finite differences")
+    _model_args(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--values-only", action="store_true", help="skip the gradient check")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return {"inspect": cmd_inspect, "eval": cmd_eval, "verify": cmd_verify}[args.command](args)
+    except XlnnError as exc:
+        if args.debug:
+            raise
+        print(f"xl2nn: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("xl2nn: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: still one line, --debug for the rest
+        if args.debug:
+            raise
+        print(f"xl2nn: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 3
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .api import compile_workbook
+    from .describe import summarize
+    c = compile_workbook(args.file, args.sheet, args.params, args.loss)
+    s = summarize(c.model)
+    spec = c.spec
+    if args.json:
+        print(json.dumps({
+            "sheets": [{"name": sh.name, "formula_cells": len(sh.formulas)} for sh in c.workbook.sheets.values()],
+            "model": {"source": spec.source, "sheet": spec.sheet, "objective": spec.objective_name,
+                      "sense": spec.sense, "target": spec.target,
+                      "parameters": [{"name": n, "range": str(a), "shape": list(a.shape),
+                                      "labels": c.model.param_labels[n]}
+                                     for n, a in c.model.param_areas.items()]},
+            "inputs": s.inputs,
+            "layers": [vars(layer) for layer in s.layers],
+            "formula_cells": s.formula_cells, "families": s.families, "tensor_ops": s.ops,
+        }, indent=2))
+        return EXIT_OK
+    print(f"workbook  {args.file}")
+    print("sheets    " + ", ".join(f"{sh.name} ({len(sh.formulas):,} formulas)"
+                                   for sh in c.workbook.sheets.values()))
+    sense = {"min": "minimise", "max": "maximise", "value": f"reach {spec.target} with"}[spec.sense]
+    print(f"model     {sense} {spec.objective_name}  ({spec.source})")
+    for name, area in c.model.param_areas.items():
+        h, w = area.shape
+        labels = c.model.param_labels[name]
+        shown = ", ".join(dict.fromkeys(labels))
+        print(f"  param   {name}  {area}  {h}×{w}  [{shown}]")
+    print("network")
+    for inp in s.inputs:
+        print(f"  input   {inp}")
+    width = max((len(layer.cells) for layer in s.layers), default=10)
+    for layer in s.layers:
+        print(f"  {layer.cells:<{width}}  {layer.layer:<28} → {layer.shape:<8} {layer.formula}")
+    print(f"size      {s.formula_cells:,} formula cells → {s.families} tensor families, "
+          f"{s.ops} tensor ops per forward")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .api import recalculate_workbook
+    from .writeback import write_recalculated
+    t0 = time.perf_counter()
+    wb, graph, recalc = recalculate_workbook(args.file)
+    out = Path(args.output)
+    written = write_recalculated(Path(args.file), out, wb, graph, recalc)
+    skipped = {}
+    for fid, why in recalc.skipped.items():
+        skipped.setdefault(why, []).append(str(graph.families[fid].area))
+    if args.json:
+        print(json.dumps({"output": str(out), "cells_written": written, "skipped": skipped,
+                          "seconds": time.perf_counter() - t0}, indent=2))
+    else:
+        print(f"recalculated {written:,} formula cells in {time.perf_counter() - t0:.2f}s → {out}")
+        for why, cells in skipped.items():
+            print(f"warning: kept cached values ({why}): {', '.join(cells[:5])}"
+                  f"{' ...' if len(cells) > 5 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .api import compile_workbook, load
+    from .compiler.grid import recalculate
+    from .compiler.model import find_model
+    from .verify import GRAD_RTOL, VALUE_RTOL, as_dict, check_gradients, check_values
+    wb, graph = load(args.file)
+    find_model(wb, args.sheet, args.params, args.loss)    # bad model flags fail before the work
+    recalc = recalculate(wb, graph)
+    skipped_cells = set()
+    for fid in recalc.skipped:
+        fam = graph.families[fid]
+        rows, cols = fam.out_cells()
+        skipped_cells.update((fam.sheet, int(r), int(c)) for r, c in zip(rows, cols))
+    sheets = check_values(wb, recalc, skipped_cells)
+    compiled = compile_workbook(args.file, args.sheet, args.params, args.loss)
+    grads = None if args.values_only else check_gradients(compiled.model)
+    ok = all(s.ok for s in sheets) and (grads is None or grads.ok)
+    if args.json:
+        print(json.dumps({
+            "ok": ok, "objective": compiled.spec.objective_name,
+            "values": [as_dict(s) for s in sheets], "value_rtol": VALUE_RTOL,
+            "gradients": None if grads is None else {
+                "ok": grads.ok, "objective_value": grads.objective, "rtol": GRAD_RTOL,
+                "checks": [dict(vars(g), ok=g.ok) for g in grads.checks]},
+        }, indent=2))
+        return EXIT_OK if ok else EXIT_FAILED
+    print(f"values (recomputed vs cached, fail above rel {VALUE_RTOL:g})")
+    for s in sheets:
+        status = "ok  " if s.ok else "FAIL"
+        extra = f", {s.skipped} not recomputed" if s.skipped else ""
+        line = (f"  {status} {s.sheet:<12} {s.checked:>7,} cells  max abs {s.max_abs:.3g}  "
+                f"max rel {s.max_rel:.3g}  worst {s.worst}{extra}")
+        if not s.ok:
+            line += (f"\n       {s.failed} cell(s) differ; worst {s.worst}: cached {s.worst_cached!r}, "
+                     f"recomputed {s.worst_got!r}")
+        print(line)
+    if grads is not None:
+        worst = grads.worst
+        status = "ok  " if grads.ok else "FAIL"
+        print(f"gradients of {compiled.spec.objective_name} (autograd vs central differences, "
+              f"fail above rel {GRAD_RTOL:g})")
+        print(f"  {status} {len(grads.checks)} parameters  max rel {worst.rel if worst else 0:.3g}"
+              + (f"  worst {worst.cell} ({worst.label}): autograd {worst.autograd:.10g}, "
+                 f"finite difference {worst.finite_difference:.10g} (float64 noise of the "
+                 f"difference: {worst.noise:.2g})" if worst else ""))
+        for g in grads.checks:
+            if not g.ok:
+                print(f"       {g.cell} ({g.label}): autograd {g.autograd:.10g} vs {g.finite_difference:.10g}")
+    print("verify: " + ("passed" if ok else "FAILED"))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Evaluate one family's AST over all its cells at once.
+
+The same interpreter runs the whole-workbook recalculation (references read from
+NumPy grids) and the compiled module's forward (references read from producer
+tensors): only the `resolve` callback differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..formula.ast import ArrayLit, Binary, Boolean, Call, ErrorLit, Missing, Node, Number, Ref, Text, Unary
+from ..functions import FUNCTIONS, binary, unary
+from ..functions.values import NUM, Val, from_objects, scalar
+from ..cells import CellError
+
+
+@dataclass
+class EvalContext:
+    resolve: Callable[[Ref], Val]
+    device: torch.device
+    checked: bool = True
+    memo: dict[Ref, Val] = field(default_factory=dict)
+    literals: dict[Node, Val] | None = None   # cache of constant leaves, kept across calls
+
+
+def evaluate(node: Node, ctx: EvalContext) -> Val:
+    if isinstance(node, Ref):
+        v = ctx.memo.get(node)
+        if v is None:
+            v = ctx.resolve(node)
+            ctx.memo[node] = v
+        return v
+    if isinstance(node, Binary):
+        left = evaluate(node.left, ctx)
+        if node.op == "^" and isinstance(node.right, Number) and node.right.value == 2.0 and left.numeric:
+            # Squared error is everywhere: x*x has the cheaper backward and no pow domain checks.
+            return Val(left.num * left.num, NUM)
+        return binary(node.op, left, evaluate(node.right, ctx), ctx)
+    if isinstance(node, Unary):
+        return unary(node.op, evaluate(node.arg, ctx), ctx)
+    if isinstance(node, Call):
+        fn = FUNCTIONS.get(node.name)
+        if fn is None:
+            raise KeyError(node.name)   # compile() reports these before evaluating anything
+        args = [None if isinstance(a, Missing) else evaluate(a, ctx) for a in node.args]
+        if not fn.min_args <= len(args) <= fn.max_args:
+            return _literal(ErrorLit("#VALUE!"), ctx)
+        return fn.impl(args, ctx)
+    return _literal(node, ctx)
+
+
+def _literal(node: Node, ctx: EvalContext) -> Val:
+    if ctx.literals is not None and node in ctx.literals:
+        return ctx.literals[node]
+    if isinstance(node, Number):
+        v = scalar(node.value, ctx.device)
+    elif isinstance(node, Text):
+        v = scalar(node.value, ctx.device)
+    elif isinstance(node, Boolean):
+        v = scalar(node.value, ctx.device)
+    elif isinstance(node, ErrorLit):
+        v = scalar(CellError(node.code), ctx.device)
+    elif isinstance(node, Missing):
+        v = scalar(None, ctx.device)
+    elif isinstance(node, ArrayLit):
+        objs = np.empty((1, len(node.rows), len(node.rows[0])), dtype=object)
+        for i, row in enumerate(node.rows):
+            for j, item in enumerate(row):
+                if isinstance(item, Unary) and isinstance(item.arg, Number):
+                    item = Number(-item.arg.value if item.op == "-" else item.arg.value)
+                objs[0, i, j] = _literal_value(item)
+        v = from_objects(objs, ctx.device)
+    else:
+        raise TypeError(f"cannot evaluate {node!r}")
+    if ctx.literals is not None:
+        ctx.literals[node] = v
+    return v
+
+
+def _literal_value(node: Node) -> object:
+    if isinstance(node, (Number, Text, Boolean)):
+        return node.value
+    if isinstance(node, ErrorLit):
+        return CellError(node.code)
+    return CellError("#VALUE!")

@@ -1,0 +1,302 @@
+"""Lowering: the parameter-dependent families become a torch.nn.Module.
+
+Everything the objective needs that does not depend on the parameters is folded
+to constant tensors first (by the grid recalculation); what is left runs as one
+tensor op per family. A reference inside the module reads its producer's output
+through a view when the cells it needs are evenly spaced (the usual case), or a
+gather otherwise.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cells import Area, a1, cell_name
+from ..errors import BadInput, UnsupportedFormula
+from ..formula.ast import Ref, refs
+from ..functions.values import Val
+from ..ir.families import Family
+from ..ir.graph import Graph, ref_bounds
+from ..reader.workbook import Workbook
+from .grid import Grids, recalculate, ref_index, unsupported
+from .interpret import EvalContext, evaluate
+from .model import ModelSpec
+
+
+def param_name(area: Area) -> str:
+    """Stable parameter name: sheet and range, e.g. 'nnet_R4_AA5'."""
+    sheet = re.sub(r"\W+", "_", area.sheet).strip("_") or "sheet"
+    return f"{sheet}_{a1(area.r1, area.c1)}_{a1(area.r2, area.c2)}"
+
+
+@dataclass
+class _Plan:
+    """How one reference in one family reads its cells inside forward()."""
+
+    kind: int | np.ndarray
+    text: np.ndarray | None
+    const: torch.Tensor | None = None          # all cells constant
+    producer: int = -1                         # one dynamic producer ...
+    view: tuple[tuple[int, ...], tuple[int, ...], int] | None = None   # ... read as a strided view
+    index: torch.Tensor | None = None          # ... or gathered
+    sources: list[int] | None = None           # several producers: cat(const, *sources)[index]
+
+    def read(self, outs: dict[int, torch.Tensor]) -> Val:
+        if self.const is not None:
+            num = self.const
+        elif self.sources is not None:
+            num = torch.cat([self.const_flat] + [outs[p] for p in self.sources])[self.index]
+        else:
+            flat = outs[self.producer]
+            if self.view is not None:
+                size, stride, offset = self.view
+                num = flat.as_strided(size, stride, flat.storage_offset() + offset)
+            else:
+                num = flat[self.index]
+        return Val(num, self.kind, self.text, is_ref=True)
+
+    const_flat: torch.Tensor | None = None
+
+
+@dataclass
+class _Step:
+    family: Family
+    plans: dict[Ref, _Plan]
+
+
+class CompiledModel(nn.Module):
+    """The workbook's model. forward() returns the objective cell's value.
+
+    After a forward, `value(cell)` reads any cell the objective depends on.
+    """
+
+    def __init__(self, wb: Workbook, graph: Graph, spec: ModelSpec, grids: Grids,
+                 needed: set[int], dynamic: list[int], device: torch.device) -> None:
+        super().__init__()
+        self.spec = spec
+        self.workbook = wb
+        self.graph = graph
+        self.grids = grids
+        self.needed = needed
+        self.device_ = device
+        n = len(graph.families)
+        self.param_areas: dict[str, Area] = {}
+        self.param_labels: dict[str, list[str]] = {}
+        self.weights = nn.ParameterDict()
+        self._pid: dict[str, int] = {}
+        for k, area in enumerate(spec.params):
+            name = param_name(area)
+            values = np.array([[_number(grids.value(area.sheet, r, c), area.sheet, r, c, wb.path)
+                                for c in range(area.c1, area.c2 + 1)] for r in range(area.r1, area.r2 + 1)])
+            self.weights[name] = nn.Parameter(torch.tensor(values, dtype=torch.float64, device=device))
+            self.param_areas[name] = area
+            sheet = wb.sheets[area.sheet]
+            self.param_labels[name] = [sheet.label(r, c) or a1(r, c) for r in range(area.r1, area.r2 + 1)
+                                       for c in range(area.c1, area.c2 + 1)]
+            self._pid[name] = n + k
+        owner, local = _model_owners(graph, spec.params, n)
+        dyn_ids = set(dynamic) | set(self._pid.values())
+        self._steps = [_Step(graph.families[f], self._plans(graph.families[f], owner, local, dyn_ids, grids))
+                       for f in dynamic]
+        self._dynamic = dynamic
+        sheet, row, col = spec.objective
+        fam = graph.family_at(sheet, row, col)
+        if fam is None:
+            raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is not a formula")
+        self._objective = (fam.id, int(graph.owners.local[sheet][row, col]))
+        self._constant_objective = fam.id not in dynamic
+        self._literals: dict = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+
+    def _plans(self, fam: Family, owner: dict, local: dict, dyn_ids: set[int], grids: Grids) -> dict[Ref, _Plan]:
+        plans: dict[Ref, _Plan] = {}
+        rows, cols = fam.rows, fam.cols
+        for ref in set(refs(fam.ast)):
+            R, C = grids.index(ref, rows, cols)
+            base = grids.read(ref.sheet, R, C, torch.device("cpu"))
+            if ref.sheet not in owner:
+                plans[ref] = _Plan(base.kind, base.text, const=base.num.to(self.device_))
+                continue
+            og, lg = owner[ref.sheet], local[ref.sheet]
+            inside = (R < og.shape[0]) & (C < og.shape[1]) & (R >= 0) & (C >= 0)
+            Rc, Cc = np.where(inside, R, 0), np.where(inside, C, 0)
+            own = np.where(inside, og[Rc, Cc], -1)
+            is_dyn = np.isin(own, list(dyn_ids))
+            if not is_dyn.any():
+                plans[ref] = _Plan(base.kind, base.text, const=base.num.to(self.device_))
+                continue
+            producers = np.unique(own[is_dyn])
+            loc = lg[Rc, Cc]
+            if len(producers) == 1 and is_dyn.all():
+                view = _affine(loc)
+                plan = _Plan(base.kind, base.text, producer=int(producers[0]), view=view)
+                if view is None:
+                    plan.index = torch.as_tensor(loc, device=self.device_)
+                plans[ref] = plan
+                continue
+            # Mixed: constants and one or more producers, joined then gathered.
+            const_vals = base.num.numpy()[~is_dyn]
+            offsets, total = {}, len(const_vals)
+            for p in producers:
+                offsets[int(p)] = total
+                total += self._producer_size(int(p))
+            idx = np.zeros(own.shape, dtype=np.int64)
+            idx[~is_dyn] = np.arange(len(const_vals))
+            for p, off in offsets.items():
+                m = own == p
+                idx[m] = off + loc[m]
+            plans[ref] = _Plan(base.kind, base.text, sources=[int(p) for p in producers],
+                               index=torch.as_tensor(idx, device=self.device_),
+                               const_flat=torch.as_tensor(const_vals, device=self.device_))
+        return plans
+
+    def _producer_size(self, pid: int) -> int:
+        n = len(self.graph.families)
+        if pid < n:
+            return self.graph.families[pid].size
+        return list(self.param_areas.values())[pid - n].size
+
+    def forward(self) -> torch.Tensor:
+        outs: dict[int, torch.Tensor] = {pid: self.weights[name].reshape(-1) for name, pid in self._pid.items()}
+        for step in self._steps:
+            ctx = EvalContext(resolve=lambda ref, s=step: s.plans[ref].read(outs), device=self.device_,
+                              checked=False, literals=self._literals)
+            v = evaluate(step.family.ast, ctx)
+            outs[step.family.id] = _flat_output(step.family, v)
+        self.outputs = outs
+        fid, local = self._objective
+        if self._constant_objective:
+            sheet, row, col = self.spec.objective
+            return torch.tensor(float(self.grids.num[sheet][row, col]), dtype=torch.float64, device=self.device_)
+        return outs[fid][local]
+
+    # -- reading results
+    def value(self, cell: str) -> torch.Tensor:
+        """A cell's value from the last forward ('nnet!AE10' or 'AE10' on the model's sheet)."""
+        from .model import parse_cell_name
+        sheet, row, col = parse_cell_name(self.workbook, cell, self.spec.sheet)
+        fam = self.graph.family_at(sheet, row, col)
+        if fam is not None and fam.id in self.outputs:
+            return self.outputs[fam.id][int(self.graph.owners.local[sheet][row, col])]
+        return torch.tensor(float(self.grids.num[sheet][row, col]), dtype=torch.float64)
+
+    @property
+    def op_families(self) -> list[Family]:
+        return [s.family for s in self._steps]
+
+    def named_weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in self.weights.items()}
+
+
+def _flat_output(fam: Family, v: Val) -> torch.Tensor:
+    num = v.num
+    if fam.array is None:
+        out = num[:, 0, 0]
+        return out.expand(len(fam.rows)) if out.shape[0] != len(fam.rows) else out
+    h, w = fam.array.shape
+    block = num[0]
+    if tuple(block.shape) != (h, w):
+        block = block.expand(h, w)   # a 1-wide result repeats across the range, as in Excel
+    return block.reshape(-1)
+
+
+def _affine(idx: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:
+    """If idx[i,j,k] = base + i*s0 + j*s1 + k*s2 with non-negative strides, a view does it."""
+    base = int(idx[0, 0, 0])
+    strides = []
+    for axis in range(3):
+        if idx.shape[axis] > 1:
+            sl = [0, 0, 0]
+            sl[axis] = 1
+            strides.append(int(idx[tuple(sl)]) - base)
+        else:
+            strides.append(0)
+    if min(strides) < 0:
+        return None
+    grid = np.indices(idx.shape)
+    expected = base + sum(g * s for g, s in zip(grid, strides))
+    if not np.array_equal(expected, idx):
+        return None
+    return tuple(idx.shape), tuple(strides), base
+
+
+def _model_owners(graph: Graph, params: list[Area], n: int):
+    owner = {s: g.copy() for s, g in graph.owners.owner.items()}
+    local = {s: g.copy() for s, g in graph.owners.local.items()}
+    for k, area in enumerate(params):
+        h, w = owner[area.sheet].shape
+        if area.r2 >= h or area.c2 >= w:
+            nh, nw = max(h, area.r2 + 1), max(w, area.c2 + 1)
+            o = np.full((nh, nw), -1, dtype=np.int32)
+            o[:h, :w] = owner[area.sheet]
+            lo = np.zeros((nh, nw), dtype=np.int64)
+            lo[:h, :w] = local[area.sheet]
+            owner[area.sheet], local[area.sheet] = o, lo
+        hh, ww = area.shape
+        owner[area.sheet][area.r1:area.r2 + 1, area.c1:area.c2 + 1] = n + k
+        local[area.sheet][area.r1:area.r2 + 1, area.c1:area.c2 + 1] = np.arange(hh * ww).reshape(hh, ww)
+    return owner, local
+
+
+def _number(v: object, sheet: str, r: int, c: int, path: str) -> float:
+    if v is None:
+        return 0.0
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise BadInput(f"{path}: parameter cell {cell_name(sheet, r, c)} holds {v!r}, not a number")
+    return float(v)
+
+
+def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.device | None = None
+                  ) -> CompiledModel:
+    device = device or torch.device("cpu")
+    for area in spec.params:
+        for r, c in area.cells():
+            f = graph.family_at(area.sheet, r, c)
+            if f is not None:
+                raise BadInput(f"{wb.path}: parameter cell {cell_name(area.sheet, r, c)} holds a formula "
+                               f"({f.formula}); parameters must be plain numbers")
+    sheet, row, col = spec.objective
+    root = graph.family_at(sheet, row, col)
+    if root is None:
+        raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is not a formula cell")
+    needed = graph.ancestors([root.id])
+    _check_supported(wb, graph, needed)
+    # Which needed families read a parameter, directly or through other families.
+    reads_param = {f for f in needed if _reads_any(graph.families[f], spec.params)}
+    dynamic: set[int] = set()
+    for fid in graph.order:
+        if fid in needed and (fid in reads_param or graph.families[fid].deps & dynamic):
+            dynamic.add(fid)
+    grids = recalculate(wb, graph, only=needed).grids
+    order = [f for f in graph.order if f in dynamic]
+    return CompiledModel(wb, graph, spec, grids, needed, order, device)
+
+
+def _reads_any(fam: Family, params: list[Area]) -> bool:
+    """Does any reference's block (over the whole family) overlap a parameter range?"""
+    for ref in set(refs(fam.ast)):
+        r1, c1, r2, c2 = ref_bounds(ref, fam)
+        for a in params:
+            if a.sheet == ref.sheet and r1 <= a.r2 and a.r1 <= r2 and c1 <= a.c2 and a.c1 <= c2:
+                return True
+    return False
+
+
+def _check_supported(wb: Workbook, graph: Graph, needed: set[int]) -> None:
+    missing: dict[str, list[str]] = {}
+    for fid in needed:
+        fam = graph.families[fid]
+        for name in unsupported(fam):
+            missing.setdefault(name, []).append(str(fam.area))
+    if missing:
+        parts = [f"{name} (in {', '.join(cells[:3])}{', ...' if len(cells) > 3 else ''})"
+                 for name, cells in sorted(missing.items())]
+        raise UnsupportedFormula(f"{wb.path}: the model uses functions xl2nn does not support: "
+                                 + "; ".join(parts))
+
+
+__all__ = ["CompiledModel", "compile_model", "param_name", "ref_index"]

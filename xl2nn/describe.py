@@ -1,0 +1,137 @@
+"""A readable account of a compiled model: its inputs, its layers, its op count."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .compiler.lower import CompiledModel
+from .formula.ast import Binary, Call, Node, Number, Ref, Unary
+from .ir.families import Family
+
+
+def layer_name(fam: Family, model: CompiledModel) -> str:
+    """Name the common spreadsheet idioms as the layers they are."""
+    node = fam.ast
+    plans = next(s.plans for s in model._steps if s.family is fam)
+
+    def kind(ref: Node) -> str:
+        if not isinstance(ref, Ref):
+            return "expr"
+        p = plans.get(ref)
+        if p is None:
+            return "expr"
+        if p.const is not None:
+            return "const"
+        return "param" if p.producer >= len(model.graph.families) else "hidden"
+
+    if isinstance(node, Call) and node.name == "SUMPRODUCT" and len(node.args) == 2:
+        a, b = node.args
+        if isinstance(a, Ref) and isinstance(b, Ref):
+            h, w = _shape(plans[b])[1:]
+            return f"linear {h * w}→1 ({kind(a)} · {kind(b)})"
+    if isinstance(node, Call) and node.name == "MMULT" and len(node.args) == 2:
+        a, b = node.args
+        if isinstance(a, Ref) and isinstance(b, Ref):
+            sa, sb = _shape(plans[a]), _shape(plans[b])
+            return f"matmul {sa[1]}×{sa[2]} · {sb[1]}×{sb[2]}"
+        return "matmul"
+    if _is_relu(node):
+        return "ReLU"
+    if isinstance(node, Binary) and node.op == "^" and isinstance(node.right, Number) and node.right.value == 2:
+        if isinstance(node.left, Binary) and node.left.op == "-":
+            return "squared error"
+        return "square"
+    if isinstance(node, Call) and node.name == "AVERAGE":
+        return "mean"
+    if isinstance(node, Call) and node.name in ("SUM", "EXP", "LN", "TANH", "SQRT", "MAX", "MIN"):
+        return node.name.lower()
+    if isinstance(node, Binary) and node.op in "+-*/":
+        return {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}[node.op]
+    if isinstance(node, Call):
+        return node.name
+    return "expression"
+
+
+def _shape(plan) -> tuple[int, ...]:
+    if plan.const is not None:
+        return tuple(plan.const.shape)
+    if plan.view is not None:
+        return tuple(plan.view[0])
+    return tuple(plan.index.shape)
+
+
+def _is_relu(node: Node) -> bool:
+    # IF(x<0,0,x), IF(x>0,x,0), MAX(0,x), MAX(x,0)
+    if isinstance(node, Call) and node.name == "IF" and len(node.args) == 3:
+        c, a, b = node.args
+        if isinstance(c, Binary) and isinstance(c.right, Number) and c.right.value == 0:
+            x = c.left
+            if c.op in ("<", "<=") and a == Number(0.0) and b == x:
+                return True
+            if c.op in (">", ">=") and a == x and b == Number(0.0):
+                return True
+    if isinstance(node, Call) and node.name == "MAX" and len(node.args) == 2:
+        return Number(0.0) in node.args
+    return False
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func not in _FREE:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+# Metadata-only ops cost no compute; they are not "tensor ops" a reader cares about.
+_FREE = {torch.ops.aten.detach.default, torch.ops.aten.alias.default}
+
+
+def count_ops(model: CompiledModel) -> int:
+    with torch.no_grad(), _OpCounter() as counter:
+        model()
+    return counter.count
+
+
+@dataclass
+class Layer:
+    cells: str
+    formula: str
+    layer: str
+    shape: str
+
+
+@dataclass
+class Summary:
+    inputs: list[str] = field(default_factory=list)
+    layers: list[Layer] = field(default_factory=list)
+    formula_cells: int = 0
+    families: int = 0
+    ops: int = 0
+
+
+def summarize(model: CompiledModel) -> Summary:
+    s = Summary()
+    seen_inputs = set()
+    for step in model._steps:
+        fam = step.family
+        for ref, plan in step.plans.items():
+            if plan.const is not None and plan.const.shape[0] > 1 and ref not in seen_inputs:
+                seen_inputs.add(ref)
+                shape = tuple(plan.const.shape)
+                area = ref.area_at(int(fam.rows[0]), int(fam.cols[0]))
+                first, last = area, ref.area_at(int(fam.rows[-1]), int(fam.cols[-1]))
+                span = f"{first.sheet}!{first.a1.split(':')[0]}:{last.a1.split(':')[-1]}"
+                s.inputs.append(f"{span}  {shape[0]}×{shape[1] * shape[2]} constant")
+        out = fam.array.shape if fam.array is not None else (fam.size,)
+        s.layers.append(Layer(str(fam.area), fam.formula, layer_name(fam, model),
+                              "×".join(str(x) for x in out) if fam.size > 1 else "scalar"))
+    s.formula_cells = sum(model.graph.families[f].size for f in model.needed)
+    s.families = len(model._steps)
+    s.ops = count_ops(model)
+    return s

@@ -1,0 +1,51 @@
+"""Stage 2: formula parsing, with the workbook's tables and names resolved."""
+from __future__ import annotations
+
+from ..errors import FormulaError
+from ..reader.workbook import Workbook
+from .ast import Node
+from .parser import Scope, TableInfo, parse, tokenize
+
+__all__ = ["FormulaParser", "Node", "Scope", "parse", "tokenize", "FormulaError"]
+
+
+class FormulaParser:
+    """Parses formulas of one workbook, resolving its tables and defined names."""
+
+    def __init__(self, wb: Workbook) -> None:
+        self.wb = wb
+        self._tables = {
+            key: TableInfo(t.name, t.sheet, t.area.r1, t.area.c1, t.area.r2, t.area.c2,
+                           tuple(t.columns), t.header_rows, t.totals_rows)
+            for key, t in wb.tables.items()
+        }
+        self._depth = 0
+
+    def parse(self, text: str, sheet: str, row: int, col: int) -> Node:
+        scope = Scope(sheet, row, col, table=lambda n: self._tables.get(n.lower()),
+                      name=lambda n, s: self._name(n, s or sheet),
+                      sheet_table=lambda: self._table_at(sheet, row, col))
+        return parse(text, scope)
+
+    def _table_at(self, sheet: str, row: int, col: int) -> str:
+        for t in self._tables.values():
+            if t.sheet == sheet and t.r1 <= row <= t.r2 and t.c1 <= col <= t.c2:
+                return t.name
+        return ""
+
+    def _name(self, name: str, sheet: str) -> Node | None:
+        if name.lower() in self._tables:         # a bare table name means its data
+            return self.parse(f"{name}[]", sheet, 1, 1)
+        index = self.wb.sheet(sheet).index if sheet in self.wb.sheets else None
+        dn = self.wb.name(name, index)
+        if dn is None or not dn.text:
+            return None
+        if self._depth > 20:
+            raise FormulaError(f"defined name {name} refers to itself")
+        home = self.wb.sheet_by_index(dn.sheet_index) if dn.sheet_index is not None else None
+        self._depth += 1
+        try:
+            # Names are stored with absolute references; relative ones count from A1.
+            return self.parse(dn.text, home.name if home else sheet, 1, 1)
+        finally:
+            self._depth -= 1

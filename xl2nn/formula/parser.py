@@ -1,0 +1,409 @@
+"""Excel formula text -> AST, with structured references and names resolved to ranges.
+
+Tokenising is cached per text (copied formulas repeat it); parsing needs the formula's
+own cell because references become R1C1 offsets from it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+from ..cells import MAX_COL, MAX_ROW, col_number
+from ..errors import FormulaError
+from .ast import ArrayLit, Binary, Boolean, Call, ErrorLit, Missing, Node, Number, Ref, Text, Unary
+
+# "#" starts a comment in a verbose pattern, hence the escapes.
+_ERRORS = r"\#NULL!|\#DIV/0!|\#VALUE!|\#REF!|\#NAME\?|\#NUM!|\#N/A|\#GETTING_DATA|\#SPILL!|\#CALC!"
+_SHEET = r"(?:'(?:[^']|'')+'|[A-Za-z0-9_.\u00c0-\uffff]+)!"
+_CELL = r"\$?[A-Za-z]{1,3}\$?\d+"
+_TOKEN = re.compile(
+    rf"""
+    (?P<ws>\s+)
+  | (?P<str>"(?:[^"]|"")*")
+  | (?P<err>{_ERRORS})
+  | (?P<ref>(?:{_SHEET})?(?:{_CELL}(?::{_CELL})?|\$?[A-Za-z]{{1,3}}:\$?[A-Za-z]{{1,3}}|\$?\d+:\$?\d+)
+        (?![A-Za-z0-9_.(\[]))
+  | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<func>[A-Za-z_][A-Za-z0-9_.]*(?=\())
+  | (?P<name>(?:{_SHEET})?[A-Za-z_\\][A-Za-z0-9_.\\?]*)
+  | (?P<op><=|>=|<>|[-+*/^&=<>%:@])
+  | (?P<punct>[(),;{{}}\[\]])
+    """,
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str
+    text: str
+    pos: int
+
+
+@lru_cache(maxsize=65536)
+def tokenize(text: str) -> tuple[Token, ...]:
+    out: list[Token] = []
+    i = 0
+    while i < len(text):
+        m = _TOKEN.match(text, i)
+        if not m:
+            raise FormulaError(f"unexpected character {text[i]!r} at position {i + 1}")
+        kind = m.lastgroup or ""
+        if kind == "name" and m.end() < len(text) and text[m.end()] == "[":
+            # A structured reference: Table[...] with nested brackets.
+            end = _bracket_end(text, m.end())
+            out.append(Token("struct", text[i:end], i))
+            i = end
+            continue
+        if kind == "punct" and m.group() == "[":
+            end = _bracket_end(text, i)   # [@Col] inside a table, without the table name
+            out.append(Token("struct", text[i:end], i))
+            i = end
+            continue
+        if kind == "name" and m.group().upper() in ("TRUE", "FALSE"):
+            kind = "bool"
+        if kind != "ws":
+            out.append(Token(kind, m.group(), i))
+        i = m.end()
+    return tuple(out)
+
+
+def _bracket_end(text: str, start: int) -> int:
+    depth = 0
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch == "'" and i + 1 < len(text):
+            i += 2                      # an escaped character inside a column name
+            continue
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise FormulaError("unbalanced [ in a structured reference")
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    sheet: str
+    r1: int
+    c1: int
+    r2: int
+    c2: int
+    columns: tuple[str, ...]
+    header_rows: int
+    totals_rows: int
+
+
+@dataclass
+class Scope:
+    """What the parser needs to know about the workbook around a formula."""
+
+    sheet: str
+    row: int
+    col: int
+    table: Callable[[str], TableInfo | None] = lambda name: None
+    name: Callable[[str, str | None], Node | None] = lambda name, sheet: None
+    sheet_table: Callable[[], str] = lambda: ""   # the table holding the cell, for bare [@Col]
+
+
+def parse(text: str, scope: Scope) -> Node:
+    text = text.strip()
+    if text.startswith("="):
+        text = text[1:]
+    tokens = tokenize(text)
+    parser = _Parser(tokens, scope, text)
+    node = parser.expression()
+    if parser.i != len(tokens):
+        tok = tokens[parser.i]
+        raise FormulaError(f"unexpected {tok.text!r} at position {tok.pos + 1}")
+    return node
+
+
+_COMPARE = ("=", "<>", "<", ">", "<=", ">=")
+
+
+class _Parser:
+    def __init__(self, tokens: tuple[Token, ...], scope: Scope, text: str) -> None:
+        self.t = tokens
+        self.i = 0
+        self.s = scope
+        self.text = text
+
+    # -- helpers
+    def peek(self) -> Token | None:
+        return self.t[self.i] if self.i < len(self.t) else None
+
+    def take(self) -> Token:
+        tok = self.peek()
+        if tok is None:
+            raise FormulaError("the formula ends too early")
+        self.i += 1
+        return tok
+
+    def at(self, kind: str, text: str | None = None) -> bool:
+        tok = self.peek()
+        return tok is not None and tok.kind == kind and (text is None or tok.text == text)
+
+    def expect(self, kind: str, text: str) -> None:
+        if not self.at(kind, text):
+            tok = self.peek()
+            where = f"{tok.text!r} at position {tok.pos + 1}" if tok else "the end"
+            raise FormulaError(f"expected {text!r} but found {where}")
+        self.i += 1
+
+    # -- grammar, loosest binding first
+    def expression(self) -> Node:
+        left = self.concat()
+        while self.peek() and self.peek().kind == "op" and self.peek().text in _COMPARE:
+            op = self.take().text
+            left = Binary(op, left, self.concat())
+        return left
+
+    def concat(self) -> Node:
+        left = self.additive()
+        while self.at("op", "&"):
+            self.take()
+            left = Binary("&", left, self.additive())
+        return left
+
+    def additive(self) -> Node:
+        left = self.term()
+        while self.peek() and self.peek().kind == "op" and self.peek().text in "+-":
+            op = self.take().text
+            left = Binary(op, left, self.term())
+        return left
+
+    def term(self) -> Node:
+        left = self.power()
+        while self.peek() and self.peek().kind == "op" and self.peek().text in "*/":
+            op = self.take().text
+            left = Binary(op, left, self.power())
+        return left
+
+    def power(self) -> Node:
+        left = self.unary()
+        while self.at("op", "^"):
+            self.take()
+            left = Binary("^", left, self.unary())
+        return left
+
+    def unary(self) -> Node:
+        if self.peek() and self.peek().kind == "op" and self.peek().text in "+-":
+            op = self.take().text
+            return Unary(op, self.unary())
+        if self.at("op", "@"):        # implicit intersection: a single cell here already
+            self.take()
+            return self.unary()
+        node = self.primary()
+        while self.at("op", "%"):
+            self.take()
+            node = Unary("%", node)
+        return node
+
+    def primary(self) -> Node:
+        tok = self.take()
+        k = tok.kind
+        if k == "num":
+            return Number(float(tok.text))
+        if k == "str":
+            return Text(tok.text[1:-1].replace('""', '"'))
+        if k == "bool":
+            return Boolean(tok.text.upper() == "TRUE")
+        if k == "err":
+            return ErrorLit(tok.text)
+        if k == "punct" and tok.text == "(":
+            node = self.expression()
+            self.expect("punct", ")")
+            return node
+        if k == "punct" and tok.text == "{":
+            return self.array()
+        if k == "func":
+            return self.call(tok.text)
+        if k in ("ref", "struct", "name"):
+            node = self.reference(tok)
+            while self.at("op", ":"):
+                self.take()
+                other = self.reference(self.take())
+                node = _span(node, other)
+            return node
+        raise FormulaError(f"unexpected {tok.text!r} at position {tok.pos + 1}")
+
+    def call(self, raw: str) -> Node:
+        name = raw.upper()
+        for prefix in ("_XLFN._XLWS.", "_XLFN.", "_XLWS."):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        self.expect("punct", "(")
+        args: list[Node] = []
+        if self.at("punct", ")"):
+            self.take()
+            return Call(name, ())
+        while True:
+            if self.at("punct", ",") or self.at("punct", ")"):
+                args.append(Missing())
+            else:
+                args.append(self.expression())
+            if self.at("punct", ","):
+                self.take()
+                continue
+            self.expect("punct", ")")
+            return Call(name, tuple(args))
+
+    def array(self) -> Node:
+        rows: list[tuple[Node, ...]] = []
+        row: list[Node] = []
+        while True:
+            row.append(self.expression())
+            tok = self.take()
+            if tok.text == ",":
+                continue
+            rows.append(tuple(row))
+            row = []
+            if tok.text == ";":
+                continue
+            if tok.text == "}":
+                return ArrayLit(tuple(rows))
+            raise FormulaError(f"unexpected {tok.text!r} in an array constant")
+
+    # -- references
+    def reference(self, tok: Token) -> Node:
+        if tok.kind == "ref":
+            return self.a1_ref(tok.text)
+        if tok.kind == "struct":
+            return self.structured(tok.text)
+        if tok.kind == "name":
+            sheet, name = _split_sheet(tok.text)
+            node = self.s.name(name, sheet)
+            if node is None:
+                return ErrorLit("#NAME?") if sheet is None else ErrorLit("#REF!")
+            return node
+        raise FormulaError(f"expected a reference, found {tok.text!r}")
+
+    def a1_ref(self, text: str) -> Ref:
+        sheet, body = _split_sheet(text)
+        sheet = sheet or self.s.sheet
+        first, _, last = body.partition(":")
+        r1, c1, ra1, ca1 = _coord(first, True)
+        r2, c2, ra2, ca2 = _coord(last or first, False)
+        if r1 is None:       # whole columns A:B
+            r1, r2, ra1, ra2 = 1, MAX_ROW, True, True
+        if c1 is None:       # whole rows 1:3
+            c1, c2, ca1, ca2 = 1, MAX_COL, True, True
+        row, col = self.s.row, self.s.col
+        return Ref(sheet,
+                   r1 if ra1 else r1 - row, c1 if ca1 else c1 - col,
+                   r2 if ra2 else r2 - row, c2 if ca2 else c2 - col,
+                   ra1, ca1, ra2, ca2)
+
+    def structured(self, text: str) -> Node:
+        bracket = text.index("[")
+        table_name = text[:bracket]
+        table = self.s.table(table_name or self.s.sheet_table())
+        if table is None:
+            raise FormulaError(f"unknown table {table_name!r} in {text!r}")
+        specs, cols = _structured_parts(text[bracket + 1:-1])
+        c1, c2 = table.c1, table.c2
+        if cols:
+            idx = []
+            for name in cols:
+                found = [i for i, c in enumerate(table.columns) if c.lower() == name.lower()]
+                if not found:
+                    raise FormulaError(f"table {table.name} has no column {name!r}")
+                idx.append(found[0])
+            c1, c2 = table.c1 + min(idx), table.c1 + max(idx)
+        data_top = table.r1 + table.header_rows
+        data_bottom = table.r2 - table.totals_rows
+        if "#this row" in specs:
+            # The formula's own row, whichever sheet the table is on.
+            if not data_top <= self.s.row <= data_bottom:
+                return ErrorLit("#VALUE!")
+            return Ref(table.sheet, 0, c1, 0, c2, False, True, False, True)
+        spans = {
+            "#all": (table.r1, table.r2),
+            "#data": (data_top, data_bottom),
+            "#headers": (table.r1, table.r1 + table.header_rows - 1),
+            "#totals": (table.r2 - table.totals_rows + 1, table.r2),
+        }
+        chosen = [spans[s] for s in specs] or [spans["#data"]]
+        r1 = min(a for a, _ in chosen)
+        r2 = max(b for _, b in chosen)
+        if r2 < r1:
+            return ErrorLit("#REF!")   # e.g. #Totals of a table without a totals row
+        return Ref(table.sheet, r1, c1, r2, c2, True, True, True, True)
+
+
+def _split_sheet(text: str) -> tuple[str | None, str]:
+    if "!" not in text:
+        return None, text
+    sheet, _, body = text.rpartition("!")
+    if sheet.startswith("'"):
+        sheet = sheet[1:-1].replace("''", "'")
+    return sheet, body
+
+
+_COORD = re.compile(r"^(\$?)([A-Za-z]{1,3})?(\$?)(\d+)?$")
+
+
+def _coord(text: str, first: bool) -> tuple[int | None, int | None, bool, bool]:
+    m = _COORD.match(text)
+    if not m:
+        raise FormulaError(f"bad reference {text!r}")
+    col_abs, letters, row_abs, digits = m.groups()
+    if letters is None:     # a row-only part like $3: the $ sits in group 1
+        return int(digits), None, bool(col_abs or row_abs), False
+    col = col_number(letters)
+    if digits is None:
+        return None, col, False, bool(col_abs)
+    return int(digits), col, bool(row_abs), bool(col_abs)
+
+
+def _structured_parts(inner: str) -> tuple[list[str], list[str]]:
+    """'[#This Row],[SibSp]:[Ones]' -> (['#this row'], ['SibSp', 'Ones'])."""
+    specs: list[str] = []
+    cols: list[str] = []
+    inner = inner.strip()
+    if inner.startswith("@"):
+        specs.append("#this row")
+        inner = inner[1:].strip()
+    if not inner:
+        return specs, cols
+    if not inner.startswith("["):
+        items = [inner]
+    else:
+        items = []
+        i = 0
+        while i < len(inner):
+            if inner[i] == "[":
+                end = _bracket_end(inner, i)
+                items.append(inner[i + 1:end - 1])
+                i = end
+            elif inner[i] == ":":
+                items.append(":")
+                i += 1
+            else:
+                i += 1   # commas and spaces between items
+    for item in items:
+        if item == ":":
+            continue
+        unescaped = re.sub(r"'(.)", r"\1", item).strip()
+        if unescaped.startswith("#"):
+            specs.append(unescaped.lower())
+        else:
+            cols.append(unescaped)
+    return specs, cols
+
+
+def _span(a: Node, b: Node) -> Node:
+    """The ':' operator between two references: the block from a's first corner to b's last."""
+    if not (isinstance(a, Ref) and isinstance(b, Ref)):
+        raise FormulaError("the ':' operator needs references on both sides")
+    if a.sheet != b.sheet:
+        raise FormulaError("a range cannot span two sheets")
+    return Ref(a.sheet, a.r1, a.c1, b.r2, b.c2, a.r1_abs, a.c1_abs, b.r2_abs, b.c2_abs)

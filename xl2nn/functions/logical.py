@@ -1,0 +1,126 @@
+"""Logical functions."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..cells import CellError
+from .registry import Context, Elementwise, excel, first_error
+from .values import BOOL, EMPTY, ERROR, NUM, TEXT, VALUE, Val, from_objects, to_bool, to_objects
+
+
+def _const(value: float, kind: int, ctx: Context) -> Val:
+    return Val(torch.full((1, 1, 1), value, dtype=torch.float64, device=ctx.device), kind)
+
+
+@excel("IF", "Logical", min_args=1, max_args=3)
+def if_(args: list[Val | None], ctx: Context) -> Val:
+    cond = args[0]
+    yes = args[1] if len(args) > 1 and args[1] is not None else (
+        _const(0.0, NUM, ctx) if len(args) > 1 else _const(1.0, BOOL, ctx))
+    # IF(c, x) without an else part gives FALSE; IF(c, x,) gives 0.
+    no = args[2] if len(args) > 2 and args[2] is not None else (
+        _const(0.0, NUM, ctx) if len(args) > 2 else _const(0.0, BOOL, ctx))
+    if cond is None:
+        cond = _const(0.0, BOOL, ctx)
+    if cond.numeric:
+        c = cond.num != 0
+        num = torch.where(c, yes.num, no.num)
+        ky, kn = yes.uniform(), no.uniform()
+        if ky is not None and ky == kn and yes.text is None and no.text is None:
+            return Val(num, ky)
+        cn = np.broadcast_to(c.cpu().numpy(), num.shape)
+        kind = np.where(cn, np.broadcast_to(yes.kinds(), num.shape), np.broadcast_to(no.kinds(), num.shape))
+        text = None
+        if yes.text is not None or no.text is not None:
+            ty = np.broadcast_to(yes.text if yes.text is not None else np.empty((1, 1, 1), object), num.shape)
+            tn = np.broadcast_to(no.text if no.text is not None else np.empty((1, 1, 1), object), num.shape)
+            text = np.where(cn, ty, tn)
+        return Val(num, kind.astype(np.int8), text)
+
+    def pick(c: object, y: object, n: object) -> object:
+        b = to_bool(c)
+        if isinstance(b, CellError):
+            return b
+        return y if b else n
+    return Elementwise(lambda *_: None, pick, coerce=lambda x: x).slow([cond, yes, no], ctx)
+
+
+def _logic(args: list[Val | None], ctx: Context, is_and: bool) -> Val:
+    vals = [a for a in args if a is not None]
+    f = max((v.num.shape[0] for v in vals), default=1)
+    out = np.empty((f, 1, 1), dtype=object)
+    objs = [to_objects(v) for v in vals] if not all(v.uniform() in (NUM, BOOL) for v in vals) else None
+    if objs is None:
+        acc = None
+        for v in vals:
+            b = (v.num != 0)
+            red = b.all(dim=1, keepdim=True).all(dim=2, keepdim=True) if is_and else \
+                b.any(dim=1, keepdim=True).any(dim=2, keepdim=True)
+            acc = red if acc is None else (acc & red if is_and else acc | red)
+        return Val(acc.to(torch.float64), BOOL)
+    for i in range(f):
+        seen: list[bool] = []
+        err = None
+        for v, o in zip(vals, objs):
+            block = o[min(i, o.shape[0] - 1)]
+            for x in block.reshape(-1):
+                if isinstance(x, CellError):
+                    err = err or x
+                elif isinstance(x, bool) or isinstance(x, (int, float)):
+                    seen.append(bool(x))
+                elif isinstance(x, str) and not v.is_ref and block.size == 1:
+                    b = to_bool(x)
+                    if isinstance(b, CellError):
+                        err = err or b
+                    else:
+                        seen.append(b)
+        if err is not None:
+            out[i, 0, 0] = err
+        elif not seen:
+            out[i, 0, 0] = VALUE
+        else:
+            out[i, 0, 0] = all(seen) if is_and else any(seen)
+    return from_objects(out, ctx.device)
+
+
+@excel("AND", "Logical", min_args=1, differentiable=False)
+def and_(args: list[Val | None], ctx: Context) -> Val:
+    return _logic(args, ctx, True)
+
+
+@excel("OR", "Logical", min_args=1, differentiable=False)
+def or_(args: list[Val | None], ctx: Context) -> Val:
+    return _logic(args, ctx, False)
+
+
+_NOT = Elementwise(lambda x: (x == 0).to(torch.float64), lambda b: not b, result_kind=BOOL, coerce=to_bool)
+
+
+@excel("NOT", "Logical", min_args=1, max_args=1, differentiable=False)
+def not_(args: list[Val | None], ctx: Context) -> Val:
+    v = args[0] if args[0] is not None else _const(0.0, BOOL, ctx)
+    return _NOT([v], ctx)
+
+
+@excel("IFERROR", "Logical", min_args=2, max_args=2)
+def iferror(args: list[Val | None], ctx: Context) -> Val:
+    value = args[0] if args[0] is not None else _const(0.0, NUM, ctx)
+    fallback = args[1] if args[1] is not None else _const(0.0, NUM, ctx)
+    if not value.has(ERROR):
+        return value
+    is_err = torch.as_tensor(value.kinds() == ERROR, device=ctx.device)
+    return if_([Val(is_err.to(torch.float64), BOOL), fallback, value], ctx)
+
+
+@excel("TRUE", "Logical", max_args=0, differentiable=False)
+def true_(args: list[Val | None], ctx: Context) -> Val:
+    return _const(1.0, BOOL, ctx)
+
+
+@excel("FALSE", "Logical", max_args=0, differentiable=False)
+def false_(args: list[Val | None], ctx: Context) -> Val:
+    return _const(0.0, BOOL, ctx)
+
+
+__all__ = ["first_error", "EMPTY", "TEXT"]

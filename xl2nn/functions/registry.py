@@ -1,0 +1,108 @@
+"""The function table and the two ways an elementwise function runs.
+
+Every Excel function is registered once. Elementwise ones give a torch form (fast,
+differentiable, used whenever the inputs are all numeric) and a scalar Python form
+(Excel's exact semantics on text, booleans and errors; used otherwise, and as the
+reference the torch form is tested against).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from ..cells import CellError
+from .values import ERROR, NUM, Val, from_objects, to_number, to_objects
+
+
+class Context(Protocol):
+    device: torch.device
+    checked: bool        # eval/verify: detect Excel errors exactly; training: skip the checks
+
+
+Impl = Callable[[list[Val | None], Context], Val]
+
+
+@dataclass
+class Function:
+    name: str
+    category: str
+    impl: Impl
+    differentiable: bool = True
+    min_args: int = 0
+    max_args: int = 255
+
+
+FUNCTIONS: dict[str, Function] = {}
+
+
+def excel(name: str, category: str, *, min_args: int = 0, max_args: int = 255,
+          differentiable: bool = True) -> Callable[[Impl], Impl]:
+    def register(fn: Impl) -> Impl:
+        FUNCTIONS[name] = Function(name, category, fn, differentiable, min_args, max_args)
+        return fn
+    return register
+
+
+@dataclass
+class Elementwise:
+    """A function applied entry by entry, numbers in, one value out."""
+
+    torch_fn: Callable[..., torch.Tensor]
+    scalar_fn: Callable[..., object]
+    # Entries where the torch form would differ from Excel (e.g. LN of x <= 0): any
+    # such entry sends the whole block down the exact scalar path.
+    domain_error: Callable[..., torch.Tensor] | None = None
+    result_kind: int = NUM
+    coerce: Callable[[object], object] = field(default=to_number)
+
+    def __call__(self, args: list[Val], ctx: Context) -> Val:
+        if all(a.numeric for a in args):
+            nums = [a.num for a in args]
+            if not (ctx.checked and self.domain_error is not None
+                    and bool(self.domain_error(*nums).any())):
+                return Val(self.torch_fn(*nums), self.result_kind)
+        return self.slow(args, ctx)
+
+    def slow(self, args: list[Val], ctx: Context) -> Val:
+        shape = torch.broadcast_shapes(*(a.num.shape for a in args))
+        objs = [np.broadcast_to(to_objects(a), shape) for a in args]
+        out = np.empty(shape, dtype=object)
+        for idx in np.ndindex(*shape):
+            coerced = []
+            err = None
+            for o in objs:
+                c = self.coerce(o[idx])
+                if isinstance(c, CellError):
+                    err = c
+                    break
+                coerced.append(c)
+            out[idx] = err if err is not None else self.scalar_fn(*coerced)
+        return from_objects(out, ctx.device)
+
+
+def first_error(v: Val, axes: tuple[int, ...] = (1, 2)) -> np.ndarray | None:
+    """Per family cell, the first error code over the given axes (row-major), or None."""
+    if not v.has(ERROR):
+        return None
+    kinds = v.kinds()
+    text = np.broadcast_to(v.text, kinds.shape) if v.text is not None else None
+    f = kinds.shape[0]
+    out = np.empty((f,), dtype=object)
+    for i in range(f):
+        hits = np.argwhere(kinds[i] == ERROR)
+        out[i] = text[i][tuple(hits[0])] if len(hits) and text is not None else None
+    return out
+
+
+def with_errors(result: Val, codes: np.ndarray | None, device: torch.device) -> Val:
+    """Mark family cells whose inputs held an error (codes[i] not None) as that error."""
+    if codes is None or all(c is None for c in codes):
+        return result
+    objs = to_objects(result)
+    for i, code in enumerate(codes):
+        if code is not None:
+            objs[i] = CellError(code)
+    return from_objects(objs, device)

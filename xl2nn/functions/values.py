@@ -1,0 +1,193 @@
+"""How Excel values live in tensors.
+
+A `Val` is the value of one formula evaluated over a family of F cells at once:
+`num` is a float64 tensor of shape (F, h, w), where h×w is the array each cell sees
+(1×1 for a plain scalar; F may be 1 when every cell sees the same thing).
+`kind` says what each entry is: one int for the whole block (the usual, cheap case)
+or an int8 NumPy array of num's shape. Text and error entries keep their string in
+`text`; their `num` is NaN. Empty cells are 0 and booleans 1/0 in `num`, which is
+exactly how Excel's arithmetic sees them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..cells import CellError, CellValue
+
+NUM, BOOL, TEXT, ERROR, EMPTY = 0, 1, 2, 3, 4
+NUMERIC_KINDS = (NUM, BOOL, EMPTY)
+DTYPE = torch.float64
+
+VALUE = CellError("#VALUE!")
+DIV0 = CellError("#DIV/0!")
+NA = CellError("#N/A")
+NUM_ERR = CellError("#NUM!")
+NAME = CellError("#NAME?")
+REF = CellError("#REF!")
+
+
+@dataclass
+class Val:
+    num: torch.Tensor
+    kind: int | np.ndarray
+    text: np.ndarray | None = None
+    is_ref: bool = False        # came straight from a reference (matters to SUM & co.)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.num.shape)  # type: ignore[return-value]
+
+    def kinds(self) -> np.ndarray:
+        if isinstance(self.kind, np.ndarray):
+            return np.broadcast_to(self.kind, self.num.shape)
+        return np.full(self.num.shape, self.kind, dtype=np.int8)
+
+    @property
+    def numeric(self) -> bool:
+        """No text or error anywhere: the tensor alone carries the value."""
+        if isinstance(self.kind, np.ndarray):
+            return bool(np.isin(self.kind, NUMERIC_KINDS).all())
+        return self.kind in NUMERIC_KINDS
+
+    def has(self, kind: int) -> bool:
+        if isinstance(self.kind, np.ndarray):
+            return bool((self.kind == kind).any())
+        return self.kind == kind
+
+    def uniform(self) -> int | None:
+        """The one kind of every entry, or None when they differ."""
+        if not isinstance(self.kind, np.ndarray):
+            return self.kind
+        flat = self.kind.reshape(-1)
+        if flat.size and (flat == flat[0]).all():
+            return int(flat[0])
+        return None
+
+
+def scalar(value: CellValue, device: torch.device | str = "cpu") -> Val:
+    """A literal as a 1×1×1 block."""
+    return from_objects(np.array([[[value]]], dtype=object), device)
+
+
+def from_objects(objs: np.ndarray, device: torch.device | str = "cpu") -> Val:
+    """Python cell values (3-D object array) -> Val. Used off the hot path."""
+    flat = objs.reshape(-1)
+    num = np.empty(flat.shape, dtype=np.float64)
+    kind = np.empty(flat.shape, dtype=np.int8)
+    text = np.empty(flat.shape, dtype=object)
+    any_text = False
+    for i, v in enumerate(flat):
+        if v is None:
+            num[i], kind[i] = 0.0, EMPTY
+        elif isinstance(v, bool):
+            num[i], kind[i] = float(v), BOOL
+        elif isinstance(v, (int, float)):
+            num[i], kind[i] = float(v), NUM
+        elif isinstance(v, CellError):
+            num[i], kind[i], text[i] = np.nan, ERROR, v.code
+            any_text = True
+        else:
+            num[i], kind[i], text[i] = np.nan, TEXT, str(v)
+            any_text = True
+    shape = objs.shape
+    k: int | np.ndarray = kind.reshape(shape)
+    first = kind[0] if kind.size else NUM
+    if kind.size and (kind == first).all():
+        k = int(first)
+    return Val(torch.from_numpy(num.reshape(shape)).to(device), k,
+               text.reshape(shape) if any_text else None)
+
+
+def to_objects(v: Val) -> np.ndarray:
+    """Val -> object array of Python cell values (float, bool, str, CellError, None)."""
+    num = v.num.detach().cpu().numpy()
+    kinds = v.kinds()
+    out = np.empty(num.shape, dtype=object)
+    text = np.broadcast_to(v.text, num.shape) if v.text is not None else None
+    it = np.nditer(num, flags=["multi_index", "refs_ok"])
+    for x in it:
+        idx = it.multi_index
+        k = kinds[idx]
+        if k == NUM:
+            out[idx] = float(x)
+        elif k == BOOL:
+            out[idx] = bool(x)
+        elif k == EMPTY:
+            out[idx] = None
+        elif k == ERROR:
+            out[idx] = CellError(text[idx] if text is not None else "#VALUE!")
+        else:
+            out[idx] = text[idx] if text is not None else ""
+    return out
+
+
+# -- scalar semantics, the reference for the slow path -------------------------------
+
+def to_number(x: Any) -> float | CellError:
+    """Excel's coercion of one value for arithmetic."""
+    if x is None:
+        return 0.0
+    if isinstance(x, bool):
+        return 1.0 if x else 0.0
+    if isinstance(x, (int, float)):
+        return float(x)
+    if isinstance(x, CellError):
+        return x
+    s = str(x).strip()
+    try:
+        if s.endswith("%"):
+            return float(s[:-1].replace(",", "")) / 100.0
+        return float(s.replace(",", "")) if s else VALUE  # type: ignore[return-value]
+    except ValueError:
+        return VALUE
+
+
+def to_bool(x: Any) -> bool | CellError:
+    if isinstance(x, CellError):
+        return x
+    if x is None:
+        return False
+    if isinstance(x, bool):
+        return x
+    if isinstance(x, (int, float)):
+        return x != 0
+    s = str(x).strip().upper()
+    if s == "TRUE":
+        return True
+    if s == "FALSE":
+        return False
+    return VALUE
+
+
+def to_text(x: Any) -> str | CellError:
+    if isinstance(x, CellError):
+        return x
+    if x is None:
+        return ""
+    if isinstance(x, bool):
+        return "TRUE" if x else "FALSE"
+    if isinstance(x, (int, float)):
+        return number_text(float(x))
+    return str(x)
+
+
+def number_text(x: float) -> str:
+    """A number as Excel shows it in text: up to 15 significant digits, no trailing zeros."""
+    if x == 0:
+        return "0"
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    s = f"{x:.15g}"
+    if "e" in s:
+        mant, exp = s.split("e")
+        e = int(exp)
+        return f"{mant}E{'+' if e >= 0 else '-'}{abs(e):02d}"
+    return s
+
+
+def broadcast(*vals: Val) -> tuple[int, ...]:
+    return tuple(torch.broadcast_shapes(*(v.num.shape for v in vals)))

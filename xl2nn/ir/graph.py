@@ -1,0 +1,162 @@
+"""The dependency graph between families, and the order to evaluate them in."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cells import MAX_COL, MAX_ROW, cell_name
+from ..errors import CircularReference
+from ..formula.ast import Ref, refs
+from ..reader.workbook import Workbook
+from .families import Family, ParseProblem, build_families, split
+
+
+class OwnerMap:
+    """Per sheet, which producer owns each cell (-1: none) and at which flat index."""
+
+    def __init__(self, wb: Workbook) -> None:
+        self.shape = {s.name: (s.max_row + 1, s.max_col + 1) for s in wb.sheets.values()}
+        self.owner = {name: np.full(shape, -1, dtype=np.int32) for name, shape in self.shape.items()}
+        self.local = {name: np.zeros(shape, dtype=np.int64) for name, shape in self.shape.items()}
+
+    def claim(self, sheet: str, rows: np.ndarray, cols: np.ndarray, producer: int) -> None:
+        self._grow(sheet, int(rows.max()), int(cols.max()))
+        self.owner[sheet][rows, cols] = producer
+        self.local[sheet][rows, cols] = np.arange(len(rows))
+
+    def _grow(self, sheet: str, row: int, col: int) -> None:
+        h, w = self.owner[sheet].shape
+        if row < h and col < w:
+            return
+        nh, nw = max(h, row + 1), max(w, col + 1)
+        for grids, fill in ((self.owner, -1), (self.local, 0)):
+            g = np.full((nh, nw), fill, dtype=grids[sheet].dtype)
+            g[:h, :w] = grids[sheet]
+            grids[sheet] = g
+        self.shape[sheet] = (nh, nw)
+
+    def owners_in(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> np.ndarray:
+        grid = self.owner.get(sheet)
+        if grid is None:
+            return np.empty(0, dtype=np.int32)
+        h, w = grid.shape
+        r1, c1 = max(r1, 0), max(c1, 0)
+        block = grid[r1:min(r2, h - 1) + 1, c1:min(c2, w - 1) + 1]
+        u = np.unique(block)
+        return u[u >= 0]
+
+
+def ref_bounds(ref: Ref, fam: Family) -> tuple[int, int, int, int]:
+    """The bounding block of what `ref` reads over all the family's cells."""
+    rows, cols = fam.rows, fam.cols
+    r_lo = ref.r1 if ref.r1_abs else int(rows.min()) + ref.r1
+    r_hi = ref.r2 if ref.r2_abs else int(rows.max()) + ref.r2
+    c_lo = ref.c1 if ref.c1_abs else int(cols.min()) + ref.c1
+    c_hi = ref.c2 if ref.c2_abs else int(cols.max()) + ref.c2
+    return min(r_lo, r_hi), min(c_lo, c_hi), min(max(r_lo, r_hi), MAX_ROW), min(max(c_lo, c_hi), MAX_COL)
+
+
+@dataclass
+class Graph:
+    families: list[Family]
+    owners: OwnerMap
+    order: list[int]
+    problems: list[ParseProblem]
+
+    def family_at(self, sheet: str, row: int, col: int) -> Family | None:
+        grid = self.owners.owner.get(sheet)
+        if grid is None or row >= grid.shape[0] or col >= grid.shape[1]:
+            return None
+        fid = int(grid[row, col])
+        return self.families[fid] if fid >= 0 else None
+
+    def ancestors(self, roots: list[int]) -> set[int]:
+        seen: set[int] = set()
+        stack = list(roots)
+        while stack:
+            f = stack.pop()
+            if f in seen:
+                continue
+            seen.add(f)
+            stack.extend(self.families[f].deps)
+        return seen
+
+
+def build_graph(wb: Workbook) -> Graph:
+    families, problems = build_families(wb)
+    owners = _claim_all(wb, families)
+    while True:
+        _link(families, owners)
+        loops = [f for f in families if f.id in f.deps and f.size > 1 and f.array is None]
+        if not loops:
+            break
+        # A run that reads its own cells (row k from row k-1) is a recurrence: one op per cell.
+        keep = [f for f in families if f not in loops]
+        for f in loops:
+            keep.extend(split(f, 0))
+        for i, f in enumerate(keep):
+            f.id = i
+            f.deps = set()
+        families = keep
+        owners = _claim_all(wb, families)
+    return Graph(families, owners, _topological(families), problems)
+
+
+def _claim_all(wb: Workbook, families: list[Family]) -> OwnerMap:
+    owners = OwnerMap(wb)
+    for f in families:
+        rows, cols = f.out_cells()
+        owners.claim(f.sheet, rows, cols, f.id)
+    return owners
+
+
+def _link(families: list[Family], owners: OwnerMap) -> None:
+    for f in families:
+        deps: set[int] = set()
+        for ref in set(refs(f.ast)):
+            deps.update(int(x) for x in owners.owners_in(ref.sheet, *ref_bounds(ref, f)))
+        f.deps = deps
+
+
+def _topological(families: list[Family]) -> list[int]:
+    indegree = {f.id: 0 for f in families}
+    users: dict[int, list[int]] = {f.id: [] for f in families}
+    for f in families:
+        for d in f.deps:
+            if d != f.id:
+                indegree[f.id] += 1
+                users[d].append(f.id)
+    self_loops = [f for f in families if f.id in f.deps]
+    if self_loops:
+        _raise_cycle(families, [self_loops[0].id])
+    ready = [fid for fid, n in indegree.items() if n == 0]
+    order: list[int] = []
+    while ready:
+        fid = ready.pop()
+        order.append(fid)
+        for u in users[fid]:
+            indegree[u] -= 1
+            if indegree[u] == 0:
+                ready.append(u)
+    if len(order) != len(families):
+        left = {fid for fid, n in indegree.items() if n > 0}
+        _raise_cycle(families, _find_cycle(families, left))
+    return order
+
+
+def _find_cycle(families: list[Family], left: set[int]) -> list[int]:
+    start = min(left)
+    path: list[int] = []
+    seen: dict[int, int] = {}
+    node = start
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = next(d for d in families[node].deps if d in left)
+    return path[seen[node]:]
+
+
+def _raise_cycle(families: list[Family], cycle: list[int]) -> None:
+    names = [cell_name(families[i].sheet, int(families[i].rows[0]), int(families[i].cols[0])) for i in cycle]
+    raise CircularReference("circular reference: " + " -> ".join(names + names[:1]))

@@ -1,0 +1,107 @@
+"""What the reader hands to the compiler: cells, formulas, tables, names."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..cells import Area, CellValue
+
+
+@dataclass(frozen=True)
+class Formula:
+    """A formula cell's text as written at `anchor`.
+
+    Shared-formula children and the non-anchor cells of an array range point at
+    their master's text and position: the cell's own formula is that text moved
+    from `anchor` to the cell.
+    """
+
+    text: str
+    anchor: tuple[int, int]
+    array: Area | None = None   # set for every cell of a CSE/dynamic array range
+
+
+@dataclass
+class Table:
+    name: str
+    sheet: str
+    area: Area                   # the whole table, headers and totals included
+    columns: list[str]
+    header_rows: int = 1
+    totals_rows: int = 0
+
+    def column_index(self, name: str) -> int | None:
+        low = name.lower()
+        for i, col in enumerate(self.columns):
+            if col.lower() == low:
+                return i
+        return None
+
+    @property
+    def data_rows(self) -> tuple[int, int]:
+        return self.area.r1 + self.header_rows, self.area.r2 - self.totals_rows
+
+
+@dataclass
+class Sheet:
+    name: str
+    index: int
+    values: dict[tuple[int, int], CellValue] = field(default_factory=dict)  # constants and cached values
+    formulas: dict[tuple[int, int], Formula] = field(default_factory=dict)
+    arrays: list[tuple[Area, str]] = field(default_factory=list)
+    max_row: int = 0
+    max_col: int = 0
+    state: str = "visible"
+
+    def label(self, row: int, col: int) -> str | None:
+        """The nearest text above or left of a cell: a header for parameter names."""
+        for r in range(row - 1, max(0, row - 4), -1):
+            v = self.values.get((r, col))
+            if isinstance(v, str) and v.strip() and (r, col) not in self.formulas:
+                return v.strip()
+        for c in range(col - 1, max(0, col - 4), -1):
+            v = self.values.get((row, c))
+            if isinstance(v, str) and v.strip() and (row, c) not in self.formulas:
+                return v.strip()
+        return None
+
+
+@dataclass(frozen=True)
+class DefinedName:
+    name: str
+    text: str
+    sheet_index: int | None      # None: workbook scope
+    hidden: bool = False
+
+
+@dataclass
+class Workbook:
+    path: str
+    sheets: dict[str, Sheet]
+    tables: dict[str, Table]     # keyed by lower-case name
+    names: list[DefinedName]
+    warnings: list[str] = field(default_factory=list)
+
+    def sheet(self, name: str) -> Sheet:
+        for s in self.sheets.values():
+            if s.name.lower() == name.lower():
+                return s
+        raise KeyError(name)
+
+    def sheet_by_index(self, index: int) -> Sheet | None:
+        for s in self.sheets.values():
+            if s.index == index:
+                return s
+        return None
+
+    def name(self, name: str, sheet_index: int | None) -> DefinedName | None:
+        """Look a name up as Excel does: the sheet's own scope first, then the workbook's."""
+        low = name.lower()
+        found = None
+        for n in self.names:
+            if n.name.lower() != low:
+                continue
+            if n.sheet_index is not None and n.sheet_index == sheet_index:
+                return n
+            if n.sheet_index is None:
+                found = n
+        return found

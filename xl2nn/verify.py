@@ -1,0 +1,141 @@
+"""Verification: the compiled graph against the sheet's own numbers, autograd against
+finite differences."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .cells import cell_name
+from .compiler.grid import Recalc
+from .compiler.lower import CompiledModel
+from .reader.workbook import Workbook
+
+VALUE_RTOL = 1e-9
+VALUE_ATOL = 1e-12     # cells that should be 0 but carry rounding noise, in either engine
+GRAD_RTOL = 1e-6
+
+
+@dataclass
+class SheetCheck:
+    sheet: str
+    checked: int = 0
+    failed: int = 0
+    skipped: int = 0           # formula cells we could not recompute (unsupported functions)
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    worst: str = ""
+    worst_cached: float | None = None
+    worst_got: object = None
+    first_failure: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def check_values(wb: Workbook, recalc: Recalc, skipped_cells: set[tuple[str, int, int]] | None = None
+                 ) -> list[SheetCheck]:
+    """Every formula cell with a cached number, recomputed and compared."""
+    out = []
+    skipped_cells = skipped_cells or set()
+    for sheet in wb.sheets.values():
+        chk = SheetCheck(sheet.name)
+        for (r, c) in sorted(sheet.formulas):
+            cached = sheet.values.get((r, c))
+            if not isinstance(cached, float):
+                continue
+            if (sheet.name, r, c) in skipped_cells:
+                chk.skipped += 1
+                continue
+            got = recalc.grids.value(sheet.name, r, c)
+            chk.checked += 1
+            if isinstance(got, float) and not isinstance(got, bool):
+                diff = abs(got - cached)
+                rel = diff / max(abs(cached), VALUE_ATOL)
+                bad = diff > VALUE_RTOL * abs(cached) + VALUE_ATOL
+            else:
+                diff, rel, bad = float("inf"), float("inf"), True
+            if bad:
+                chk.failed += 1
+                if not chk.first_failure:
+                    chk.first_failure = cell_name(sheet.name, r, c)
+            if rel > chk.max_rel or not chk.worst:
+                chk.max_rel, chk.max_abs = rel, diff
+                chk.worst, chk.worst_cached, chk.worst_got = cell_name(sheet.name, r, c), cached, got
+        if chk.checked or chk.skipped:
+            out.append(chk)
+    return out
+
+
+@dataclass
+class GradCheck:
+    parameter: str
+    cell: str
+    label: str
+    autograd: float
+    finite_difference: float
+    rel: float
+    noise: float       # what float64 rounding alone can put into the finite difference
+
+    @property
+    def ok(self) -> bool:
+        diff = abs(self.autograd - self.finite_difference)
+        return diff <= GRAD_RTOL * max(abs(self.autograd), abs(self.finite_difference)) + self.noise
+
+
+@dataclass
+class GradReport:
+    objective: float
+    checks: list[GradCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def worst(self) -> GradCheck | None:
+        return max(self.checks, key=lambda c: c.rel, default=None)
+
+
+def check_gradients(model: CompiledModel) -> GradReport:
+    """Autograd of the objective vs central differences of the same function, float64."""
+    model.zero_grad()
+    y = model()
+    y.backward()
+    report = GradReport(objective=float(y.detach()))
+    grads = {k: p.grad.detach().clone().reshape(-1) for k, p in model.weights.items()}
+    eps = torch.finfo(torch.float64).eps
+    with torch.no_grad():
+        for name, p in model.weights.items():
+            flat = p.data.view(-1)
+            area = model.param_areas[name]
+            cells = area.cells()
+            for i in range(flat.numel()):
+                w = float(flat[i])
+                h = 1e-6 * max(1.0, abs(w))
+                flat[i] = w + h
+                up = float(model())
+                flat[i] = w - h
+                down = float(model())
+                flat[i] = w
+                fd = (up - down) / (2 * h)
+                a = float(grads[name][i])
+                # Each objective value carries rounding of a few eps of its size; divided by 2h
+                # that is the floor below which a difference says nothing (it matters at an
+                # optimum, where gradients are tiny).
+                noise = 16 * eps * max(abs(up), abs(down)) / h
+                r, c = cells[i]
+                rel = abs(a - fd) / max(abs(a), abs(fd), 1e-300)
+                report.checks.append(GradCheck(name, cell_name(area.sheet, r, c), model.param_labels[name][i],
+                                               a, fd, rel, noise))
+    model()
+    return report
+
+
+def as_dict(obj) -> dict:
+    d = asdict(obj)
+    if isinstance(obj, SheetCheck):
+        d["ok"] = obj.ok
+        d["worst_got"] = obj.worst_got if isinstance(obj.worst_got, (float, int, type(None))) else str(obj.worst_got)
+    return d
