@@ -72,11 +72,18 @@ class Ref(Node):
     def a1_at(self, row: int, col: int, home: str | None = None) -> str:
         area = self.area_at(row, col)
         prefix = "" if self.sheet == home else quote_sheet(self.sheet) + "!"
+        d = {True: "$", False: ""}
+        c1 = d[self.c1_abs] + col_letters(area.c1)
+        c2 = d[self.c2_abs] + col_letters(area.c2)
+        r1 = d[self.r1_abs] + str(area.r1)
+        r2 = d[self.r2_abs] + str(area.r2)
         if area.r1 == 1 and area.r2 == MAX_ROW:
-            return f"{prefix}{col_letters(area.c1)}:{col_letters(area.c2)}"
+            return f"{prefix}{c1}:{c2}"
         if area.c1 == 1 and area.c2 == MAX_COL:
-            return f"{prefix}{area.r1}:{area.r2}"
-        return prefix + area.a1
+            return f"{prefix}{r1}:{r2}"
+        if self.is_cell:
+            return f"{prefix}{c1}{r1}"
+        return f"{prefix}{c1}{r1}:{c2}{r2}"
 
 
 @dataclass(frozen=True, slots=True)

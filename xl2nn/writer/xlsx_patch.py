@@ -291,7 +291,9 @@ class _SheetPatch:
         k = 0
         col = 0
         inserted: list[int] = []
+        last_end = None
         for cm in self.cell_re.finditer(content):
+            last_end = cm.end()
             ra = _R_ATTR.search(cm.group(1))
             col = self._col_of(ra.group(1)) if ra and ra.group(1) else col + 1
             while k < len(wanted) and wanted[k] < col:
@@ -303,8 +305,10 @@ class _SheetPatch:
             if k < len(wanted) and wanted[k] == col:
                 edits.append((cm.start(), cm.end(), rewrite(cm, cols[col])))
                 k += 1
-        em = self.ext_re.search(content)
-        end = em.start() if em else len(content)
+        if last_end is None:  # no cells: before a row-level <extLst>, if any
+            em = self.ext_re.search(content)
+            last_end = em.start() if em else len(content)
+        end = last_end
         while k < len(wanted):
             c = wanted[k]
             if cols[c][0] is not None:

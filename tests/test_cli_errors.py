@@ -1,0 +1,85 @@
+"""Bad input gets one clear line and exit code 2; the input is never touched."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from .conftest import sha256, solver_workbook
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xl2nn.cli", *args], capture_output=True, text=True)
+
+
+def _assert_one_line(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xl2nn: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0]
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"", ["empty"]),
+    (b"\x00\x01garbage" * 50, ["not an .xlsx"]),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, ["legacy .xls", "save it as .xlsx"]),
+])
+def test_unreadable_files(tmp_path, content, words):
+    f = tmp_path / "bad.xlsx"
+    f.write_bytes(content)
+    before = sha256(f)
+    for cmd in (["inspect", str(f)], ["verify", str(f)], ["eval", str(f), "-o", str(tmp_path / "o.xlsx")]):
+        _assert_one_line(run(*cmd), "bad.xlsx", *words)
+    assert sha256(f) == before
+    assert not (tmp_path / "o.xlsx").exists()
+
+
+def test_zip_that_is_not_a_workbook(tmp_path):
+    f = tmp_path / "notes.xlsx"
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("hello.txt", "hi")
+    _assert_one_line(run("inspect", str(f)), "notes.xlsx", "not an Excel workbook")
+
+
+def test_missing_file(tmp_path):
+    _assert_one_line(run("inspect", str(tmp_path / "nope.xlsx")), "no such file")
+
+
+def test_no_model_lists_sheets_and_flags(tmp_path):
+    f = tmp_path / "plain.xlsx"
+    from openpyxl import Workbook
+    wb = Workbook()
+    wb.active.title = "data"
+    wb.active["A1"] = 1
+    wb.active["A2"] = "=A1*2"
+    wb.save(f)
+    _assert_one_line(run("inspect", str(f)), "no Excel Solver model", "data", "--params", "--loss")
+    r = run("inspect", str(f), "--params", "A1", "--loss", "A2", "--json")
+    assert r.returncode == 0, r.stderr
+
+
+def test_unsupported_function_is_named_with_cells(tmp_path):
+    f = solver_workbook(tmp_path / "m.xlsx", [[1.0, 2.0]], {"C1": "=A1*B1", "D1": "=GAMMALN(C1)+FOOBAR(C1)",
+                                                             "E1": "=D1"}, "A1", "E1")
+    _assert_one_line(run("inspect", str(f)), "FOOBAR", "GAMMALN", "model!D1")
+
+
+def test_circular_reference_is_named(tmp_path):
+    f = solver_workbook(tmp_path / "m.xlsx", [[1.0]], {"B1": "=A1+C1", "C1": "=B1*2", "D1": "=C1"}, "A1", "D1")
+    _assert_one_line(run("inspect", str(f)), "circular reference", "model!B1", "model!C1")
+
+
+def test_parameter_cell_holding_text(tmp_path):
+    f = solver_workbook(tmp_path / "m.xlsx", [["oops", 2.0]], {"C1": "=A1*B1"}, "A1", "C1")
+    _assert_one_line(run("inspect", str(f)), "model!A1", "not a number")
+
+
+def test_eval_refuses_to_overwrite_its_input(tmp_path):
+    f = solver_workbook(tmp_path / "m.xlsx", [[1.0, 2.0]], {"C1": "=A1*B1"}, "A1", "C1")
+    before = sha256(f)
+    _assert_one_line(run("eval", str(f), "-o", str(f)), "new file")
+    assert sha256(f) == before
