@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -42,12 +41,14 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def rewrite_members(path: Path, edits: dict) -> None:
+def rewrite_members(path: Path, edits: dict, drop: tuple[str, ...] = ()) -> None:
     """Test setup: replace the text of some members (name -> function of the old text)."""
     with zipfile.ZipFile(path) as zin:
         items = [(info, zin.read(info.filename)) for info in zin.infolist()]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
         for info, data in items:
+            if info.filename in drop:
+                continue
             if info.filename in edits:
                 data = edits[info.filename](data.decode("utf-8")).encode("utf-8")
             zout.writestr(info, data)
@@ -521,6 +522,20 @@ def test_new_sheet_styles_are_appended_with_counts(book: Path, tmp_path: Path) -
     assert ws["A2"].number_format == "0.0000E+00" and ws["B2"].value == 1.5
 
 
+def test_existing_custom_number_format_is_reused(book: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "out.xlsx"
+    with zipfile.ZipFile(book) as zf:
+        old = zf.read("xl/styles.xml").decode()
+    existing = re.search(r'<numFmt numFmtId="(\d+)" formatCode="0.0%"\s*/>', old)
+    assert existing, "test setup: the fixture has a custom 0.0% format"
+    patch_workbook(book, dst, {}, new_sheets=[NewSheet("pct", ["a"], np.array([[0.5]]), number_format="0.0%")])
+    with zipfile.ZipFile(dst) as zf:
+        new = zf.read("xl/styles.xml").decode()
+    assert new.count("<numFmt ") == old.count("<numFmt ")
+    assert f'<xf numFmtId="{existing.group(1)}" fontId="0"' in new
+    assert openpyxl.load_workbook(dst)["pct"]["A2"].number_format == "0.0%"
+
+
 def test_two_new_sheets_and_name_clash(book: Path, tmp_path: Path) -> None:
     dst = tmp_path / "out.xlsx"
     a = NewSheet("one", ["x"], np.array([[1.0], [2.0]]), freeze_header=False)
@@ -544,6 +559,33 @@ def test_two_new_sheets_and_name_clash(book: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shape"):
         patch_workbook(book, tmp_path / "bad.xlsx", {}, new_sheets=[NewSheet("ok", ["x", "y"], np.zeros((3, 1)))])
     assert not (tmp_path / "clash.xlsx").exists() and not (tmp_path / "bad.xlsx").exists()
+
+
+def test_new_sheet_without_rows_has_no_chart(book: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "out.xlsx"
+    sheet = NewSheet("empty", ["step", "loss"], np.zeros((0, 2)), chart=LineChart("t", "x", "y", 0, [1]))
+    patch_workbook(book, dst, {}, new_sheets=[sheet])
+    names = members(dst)[0]
+    assert "xl/worksheets/sheet3.xml" in names and "xl/charts/chart2.xml" not in names
+    ws = openpyxl.load_workbook(dst)["empty"]
+    assert [c.value for c in ws[1]] == ["step", "loss"] and ws.max_row == 1
+
+
+def test_new_sheet_in_a_workbook_without_styles_part(book: Path, tmp_path: Path) -> None:
+    rewrite_members(book, {
+        "xl/_rels/workbook.xml.rels": lambda t: sub1(r'<Relationship [^>]*/styles"[^>]*/>', "", t),
+        "[Content_Types].xml": lambda t: sub1(r'<Override PartName="/xl/styles.xml"[^>]*/>', "", t),
+        # no styles part: no style references either
+        MODEL: lambda t: re.sub(r' s="\d+"|<conditionalFormatting.*?</conditionalFormatting>', "", t),
+    }, drop=("xl/styles.xml",))
+    dst = tmp_path / "out.xlsx"
+    patch_workbook(book, dst, {}, new_sheets=[NewSheet("t", ["a"], np.array([[0.25]]))])
+    names, data, _ = members(dst)
+    assert "xl/styles.xml" in names
+    assert b'/styles" Target="styles.xml"' in data["xl/_rels/workbook.xml.rels"]
+    assert b'PartName="/xl/styles.xml"' in data["[Content_Types].xml"]
+    ws = openpyxl.load_workbook(dst)["t"]
+    assert ws["A2"].value == 0.25 and ws["A2"].number_format == "0.000000" and ws["A1"].font.b
 
 
 # --------------------------------------------------------------------------- LibreOffice

@@ -292,6 +292,9 @@ def chart_xml(sheet: NewSheet, rows: np.ndarray) -> bytes:
             f"{cat}<c:val>{_num_ref(col_range(c), rows[:, c], 'General')}</c:val>"
             f'<c:smooth val="0"/></c:ser>')
     cat_ax, val_ax = 500000001, 500000002
+    # about ten labelled ticks on the category axis, however many steps there are
+    k = math.ceil(n / 10) if n > 20 else 1
+    skip = f'<c:tickLblSkip val="{k}"/><c:tickMarkSkip val="{k}"/>' if k > 1 else ""
     axis_txt = ('<c:txPr><a:bodyPr/><a:lstStyle/><a:p><a:pPr><a:defRPr sz="900"/></a:pPr>'
                 '<a:endParaRPr lang="en-US"/></a:p></c:txPr>')
     xml = (f'{XML_DECL}<c:chartSpace xmlns:c="{NS_CHART}" xmlns:a="{NS_A}" xmlns:r="{NS_REL}">'
@@ -305,7 +308,7 @@ def chart_xml(sheet: NewSheet, rows: np.ndarray) -> bytes:
            f'<c:numFmt formatCode="{xml_escape(cat_fmt, True)}" sourceLinked="0"/>'
            f'<c:majorTickMark val="out"/><c:minorTickMark val="none"/><c:tickLblPos val="low"/>{axis_txt}'
            f'<c:crossAx val="{val_ax}"/><c:crosses val="autoZero"/><c:auto val="1"/><c:lblAlgn val="ctr"/>'
-           f'<c:lblOffset val="100"/><c:noMultiLvlLbl val="0"/></c:catAx>'
+           f'<c:lblOffset val="100"/>{skip}<c:noMultiLvlLbl val="0"/></c:catAx>'
            f'<c:valAx><c:axId val="{val_ax}"/><c:scaling><c:orientation val="minMax"/></c:scaling>'
            f'<c:delete val="0"/><c:axPos val="l"/><c:majorGridlines/>{_rich_title(ch.y_title, 1000)}'
            f'<c:numFmt formatCode="General" sourceLinked="0"/><c:majorTickMark val="out"/>'

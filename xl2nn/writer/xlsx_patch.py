@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 from xml.sax.saxutils import unescape
@@ -27,7 +26,7 @@ import numpy as np
 
 from ..cells import ERROR_CODES, MAX_COL, MAX_ROW, CellError, CellValue, a1, col_letters, col_number
 from ..errors import BadInput
-from ..ooxml import (M, NS_MAIN, NS_REL, R, parse_xml, part_relationships, read_part, rels_path,
+from ..ooxml import (M, NS_MAIN, NS_REL, parse_xml, part_relationships, read_part, rels_path,
                      sheet_parts, workbook_part)
 from .trace_sheet import (MAX_CELL_TEXT, XML_DECL, LineChart, NewSheet, cell_text, chart_anchor, chart_xml,
                           drawing_rels_xml, drawing_xml, integral_column, needs_preserve, sheet_rels_xml, sheet_xml,
@@ -203,9 +202,6 @@ class _SheetPatch:
         if b is None:
             b = self.col_bytes[col] = col_letters(col).encode()
         return b
-
-    def _v(self, val: _Val) -> bytes:
-        return b"<%sv>%s</%sv>" % (self.p, val[1], self.p)
 
     def _const_body(self, val: _Val) -> bytes:
         kind, text, preserve = val
