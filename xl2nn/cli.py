@@ -125,12 +125,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .api import compile_workbook, load
+    from .api import load
     from .compiler.grid import recalculate
+    from .compiler.lower import compile_model
     from .compiler.model import find_model
     from .verify import GRAD_RTOL, VALUE_RTOL, as_dict, check_gradients, check_values
     wb, graph = load(args.file)
-    find_model(wb, args.sheet, args.params, args.loss)    # bad model flags fail before the work
+    spec = find_model(wb, args.sheet, args.params, args.loss)    # bad model flags fail before the work
     recalc = recalculate(wb, graph)
     skipped_cells = set()
     for fid in recalc.skipped:
@@ -138,12 +139,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rows, cols = fam.out_cells()
         skipped_cells.update((fam.sheet, int(r), int(c)) for r, c in zip(rows, cols))
     sheets = check_values(wb, recalc, skipped_cells)
-    compiled = compile_workbook(args.file, args.sheet, args.params, args.loss)
-    grads = None if args.values_only else check_gradients(compiled.model)
+    model = compile_model(wb, graph, spec)     # the workbook is read and parsed once
+    grads = None if args.values_only else check_gradients(model)
     ok = all(s.ok for s in sheets) and (grads is None or grads.ok)
     if args.json:
         print(json.dumps({
-            "ok": ok, "objective": compiled.spec.objective_name,
+            "ok": ok, "objective": spec.objective_name,
             "values": [as_dict(s) for s in sheets], "value_rtol": VALUE_RTOL,
             "gradients": None if grads is None else {
                 "ok": grads.ok, "objective_value": grads.objective, "rtol": GRAD_RTOL,
@@ -163,7 +164,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if grads is not None:
         worst = grads.worst
         status = "ok  " if grads.ok else "FAIL"
-        print(f"gradients of {compiled.spec.objective_name} (autograd vs central differences, "
+        print(f"gradients of {spec.objective_name} (autograd vs central differences, "
               f"fail above rel {GRAD_RTOL:g})")
         print(f"  {status} {len(grads.checks)} parameters  max rel {worst.rel if worst else 0:.3g}"
               + (f"  worst {worst.cell} ({worst.label}): autograd {worst.autograd:.10g}, "
