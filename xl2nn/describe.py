@@ -7,7 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .compiler.lower import CompiledModel
-from .formula.ast import Binary, Call, Node, Number, Ref, Unary
+from .formula.ast import Binary, Call, Node, Number, Ref
 from .ir.families import Family
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,10 +18,10 @@ from torch import nn
 
 from ..cells import Area, a1, cell_name
 from ..errors import BadInput, UnsupportedFormula
-from ..formula.ast import Ref, refs
-from ..functions.values import Val
+from ..formula.ast import Call, Ref, refs
+from ..functions.values import NUM, Val
 from ..ir.families import Family
-from ..ir.graph import Graph, ref_bounds
+from ..ir.graph import Graph, reads_any
 from ..reader.workbook import Workbook
 from .grid import Grids, recalculate, ref_index, unsupported
 from .interpret import EvalContext, evaluate
@@ -41,7 +42,8 @@ class _Plan:
     text: np.ndarray | None
     const: torch.Tensor | None = None          # all cells constant
     producer: int = -1                         # one dynamic producer ...
-    view: tuple[tuple[int, ...], tuple[int, ...], int] | None = None   # ... read as a strided view
+    view: tuple[tuple[int, ...], tuple[int, ...], int] | None = None   # ... read as a strided block
+    viewer: Callable[[torch.Tensor], torch.Tensor] | None = None       # (the views that read it)
     index: torch.Tensor | None = None          # ... or gathered
     sources: list[int] | None = None           # several producers: cat(const, *sources)[index]
 
@@ -53,8 +55,7 @@ class _Plan:
         else:
             flat = outs[self.producer]
             if self.view is not None:
-                size, stride, offset = self.view
-                num = flat.as_strided(size, stride, flat.storage_offset() + offset)
+                num = self.viewer(flat)
             else:
                 num = flat[self.index]
         return Val(num, self.kind, self.text, is_ref=True)
@@ -111,6 +112,32 @@ class CompiledModel(nn.Module):
         self._constant_objective = fam.id not in dynamic
         self._literals: dict = {}
         self.outputs: dict[int, torch.Tensor] = {}
+        self.terms_of, self.not_decomposable = _decomposition(fam, self._steps, grids)
+
+    @property
+    def row_count(self) -> int:
+        """How many terms (table rows) the objective averages or sums; 0 if it does neither."""
+        return 0 if self.terms_of is None else self.terms_of[2]
+
+    def batch_objective(self, index: torch.Tensor) -> torch.Tensor:
+        """The objective estimated on the rows `index` (a mean or sum over rows only).
+
+        AVERAGE: the mean of those rows' terms. SUM / SUMSQ: their sum scaled by n/len(index),
+        an unbiased estimate of the whole sum, so one learning rate suits both.
+        """
+        if self.terms_of is None:
+            raise BadInput(f"{self.workbook.path}: --batch-size needs an objective that is a mean or sum "
+                           f"over rows, e.g. =AVERAGE(AH4:AH715); {self.spec.objective_name} is "
+                           f"{self.not_decomposable}")
+        self.forward()
+        step, ref, n = self.terms_of
+        terms = step.plans[ref].read(self.outputs).num.reshape(-1)[index]
+        func = step.family.ast.name
+        if func == "AVERAGE":
+            return terms.mean()
+        if func == "SUMSQ":
+            terms = terms * terms
+        return terms.sum() * (n / len(index))
 
     def _plans(self, fam: Family, owner: dict, local: dict, dyn_ids: set[int], grids: Grids) -> dict[Ref, _Plan]:
         plans: dict[Ref, _Plan] = {}
@@ -134,7 +161,9 @@ class CompiledModel(nn.Module):
             if len(producers) == 1 and is_dyn.all():
                 view = _affine(loc)
                 plan = _Plan(base.kind, base.text, producer=int(producers[0]), view=view)
-                if view is None:
+                if view is not None:
+                    plan.viewer = _viewer(*view, self._producer_size(int(producers[0])))
+                else:
                     plan.index = torch.as_tensor(loc, device=self.device_)
                 plans[ref] = plan
                 continue
@@ -192,10 +221,28 @@ class CompiledModel(nn.Module):
         return {k: v.detach() for k, v in self.weights.items()}
 
 
+def _decomposition(fam: Family, steps: list[_Step], grids: Grids):
+    """((step, ref, n), None) when the objective is AVERAGE/SUM/SUMSQ of one range of plain
+    numbers that depends on the parameters, else (None, why not)."""
+    ast = fam.ast
+    text = fam.formula
+    if fam.size != 1 or not isinstance(ast, Call) or ast.name not in ("AVERAGE", "SUM", "SUMSQ") \
+            or len(ast.args) != 1 or not isinstance(ast.args[0], Ref):
+        return None, f"{text}, not AVERAGE, SUM or SUMSQ of one range"
+    step = next((s for s in steps if s.family is fam), None)
+    if step is None:
+        return None, f"{text}, which does not depend on the parameters"
+    ref = ast.args[0]
+    plan = step.plans[ref]
+    if not isinstance(plan.kind, int) or plan.kind != NUM:
+        return None, f"{text}, over a range that is not all numbers"
+    return (step, ref, int(grids.index(ref, fam.rows, fam.cols)[0].size)), None
+
+
 def _flat_output(fam: Family, v: Val) -> torch.Tensor:
     num = v.num
     if fam.array is None:
-        out = num[:, 0, 0]
+        out = num.reshape(-1) if num.shape[1:] == (1, 1) else num[:, 0, 0]
         return out.expand(len(fam.rows)) if out.shape[0] != len(fam.rows) else out
     h, w = fam.array.shape
     block = num[0]
@@ -222,6 +269,35 @@ def _affine(idx: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], int] | N
     if not np.array_equal(expected, idx):
         return None
     return tuple(idx.shape), tuple(strides), base
+
+
+def _viewer(size: tuple[int, ...], stride: tuple[int, ...], offset: int, n: int
+          ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The strided block (size, stride, offset) of a flat tensor of n entries, built from
+    narrow/view/slice/expand where possible: their backward is a cheap copy, while
+    as_strided's backward goes through a generic and much slower path."""
+    dims = [(k, s, t) for k, (s, t) in enumerate(zip(size, stride)) if s > 1 and t > 0]
+    shape = [s if (s > 1 and t > 0) else 1 for s, t in zip(size, stride)]
+    expand = tuple(shape) != tuple(size)
+    contiguous = all(t == (dims[i + 1][1] * dims[i + 1][2] if i + 1 < len(dims) else 1)
+                     for i, (_, _, t) in enumerate(d for d in dims))
+    span = int(np.prod([s for _, s, _ in dims])) if dims else 1
+    if contiguous:
+        if offset == 0 and span == n:
+            core = lambda x: x.view(shape)                                      # noqa: E731
+        else:
+            core = lambda x: x.narrow(0, offset, span).view(shape)              # noqa: E731
+    elif len(dims) == 1:
+        (_, s, t), = dims
+        core = lambda x: x[offset:offset + (s - 1) * t + 1:t].view(shape)       # noqa: E731
+    elif len(dims) == 2 and dims[1][2] == 1 and offset + dims[0][1] * dims[0][2] <= n:
+        (_, s0, t0), (_, s1, _) = dims
+        core = lambda x: x.narrow(0, offset, s0 * t0).view(s0, t0)[:, :s1].reshape(shape)  # noqa: E731
+    else:
+        return lambda x: x.as_strided(size, stride, x.storage_offset() + offset)
+    if expand:
+        return lambda x: core(x).expand(size)
+    return core
 
 
 def _model_owners(graph: Graph, params: list[Area], n: int):
@@ -266,7 +342,7 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     needed = graph.ancestors([root.id])
     _check_supported(wb, graph, needed)
     # Which needed families read a parameter, directly or through other families.
-    reads_param = {f for f in needed if _reads_any(graph.families[f], spec.params)}
+    reads_param = {f for f in needed if reads_any(graph.families[f], spec.params)}
     dynamic: set[int] = set()
     for fid in graph.order:
         if fid in needed and (fid in reads_param or graph.families[fid].deps & dynamic):
@@ -274,16 +350,6 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     grids = recalculate(wb, graph, only=needed).grids
     order = [f for f in graph.order if f in dynamic]
     return CompiledModel(wb, graph, spec, grids, needed, order, device)
-
-
-def _reads_any(fam: Family, params: list[Area]) -> bool:
-    """Does any reference's block (over the whole family) overlap a parameter range?"""
-    for ref in set(refs(fam.ast)):
-        r1, c1, r2, c2 = ref_bounds(ref, fam)
-        for a in params:
-            if a.sheet == ref.sheet and r1 <= a.r2 and a.r1 <= r2 and c1 <= a.c2 and a.c1 <= c2:
-                return True
-    return False
 
 
 def _check_supported(wb: Workbook, graph: Graph, needed: set[int]) -> None:

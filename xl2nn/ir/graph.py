@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cells import MAX_COL, MAX_ROW, cell_name
+from ..cells import MAX_COL, MAX_ROW, Area, cell_name
 from ..errors import CircularReference
 from ..formula.ast import Ref, refs
 from ..reader.workbook import Workbook
@@ -55,6 +55,16 @@ def ref_bounds(ref: Ref, fam: Family) -> tuple[int, int, int, int]:
     c_lo = ref.c1 if ref.c1_abs else int(cols.min()) + ref.c1
     c_hi = ref.c2 if ref.c2_abs else int(cols.max()) + ref.c2
     return min(r_lo, r_hi), min(c_lo, c_hi), min(max(r_lo, r_hi), MAX_ROW), min(max(c_lo, c_hi), MAX_COL)
+
+
+def reads_any(fam: Family, areas: list[Area]) -> bool:
+    """Does any reference's block (over the whole family) overlap one of `areas`?"""
+    for ref in set(refs(fam.ast)):
+        r1, c1, r2, c2 = ref_bounds(ref, fam)
+        for a in areas:
+            if a.sheet == ref.sheet and r1 <= a.r2 and a.r1 <= r2 and c1 <= a.c2 and a.c1 <= c2:
+                return True
+    return False
 
 
 @dataclass

@@ -13,7 +13,7 @@ from defusedxml.ElementTree import iterparse
 
 from ..cells import Area, CellError, CellValue, a1, parse_a1
 from ..errors import BadInput
-from ..ooxml import M, R, parse_xml, part_relationships, read_part, sheet_parts, workbook_part, MAX_PART_BYTES
+from ..ooxml import M, parse_xml, part_relationships, read_part, sheet_parts, workbook_part, MAX_PART_BYTES
 from .workbook import DefinedName, Formula, Sheet, Table, Workbook
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"

@@ -1,0 +1,105 @@
+"""One SGD step of the compiled titanic `nnet` model vs a hand-written PyTorch module.
+
+Both run the same network (two ReLU units over the same 10 inputs, summed, squared error,
+mean) on the same tensors — the input block and targets are read out of the workbook — with
+torch.optim.SGD, in the same process, interleaved. Prints microseconds per step and the ratio
+compiled / hand-written (target: <= 1.1 on CPU).
+
+    python benchmarks/train_step.py [WORKBOOK] [--sheet nnet] [--device auto|cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xl2nn.api import compile_workbook, pick_device
+from xl2nn.compiler.program import Program
+
+DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "titanic.xlsx"
+
+
+class HandWritten(nn.Module):
+    """The fast.ai titanic 'nnet' sheet as one would write it in PyTorch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("x", x)
+        self.register_buffer("y", y)
+        self.w = nn.Parameter(w.clone())
+
+    def forward(self) -> torch.Tensor:
+        pred = torch.relu(self.x @ self.w).sum(dim=1)
+        return ((self.y - pred) ** 2).mean()
+
+
+def step_timer(loss_fn, params, device: torch.device):
+    opt = torch.optim.SGD(params, lr=0.05)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+
+    def timed(n: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / n
+    return timed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workbook", nargs="?", default=str(DEFAULT))
+    ap.add_argument("--sheet", default="nnet")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, default=300, help="steps per timed block")
+    ap.add_argument("--blocks", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+
+    compiled = compile_workbook(args.workbook, sheet=args.sheet, device=device)
+    model = compiled.model
+    program = Program(model)
+    grids = model.grids
+    # The same tensors: the sheet's input block (G4:P715) and targets (A4:A715).
+    x = torch.from_numpy(grids.num[args.sheet][4:716, 7:17].copy()).to(device)
+    y = torch.from_numpy(grids.num[args.sheet][4:716, 1].copy()).to(device)
+    (w,) = model.weights.values()
+    # nnet holds one unit's weights per row (R4:AA5), mmult one per column (S4:T13).
+    hand = HandWritten(x, y, w.detach() if w.shape[0] == x.shape[1] else w.detach().T).to(device)
+    with torch.no_grad():
+        assert abs(float(hand()) - float(program())) <= 1e-12 * float(program()), "not the same network"
+
+    runs = {
+        "hand-written": step_timer(hand, hand.parameters(), device),
+        "xl2nn program": step_timer(program, model.parameters(), device),
+        "xl2nn interpreter": step_timer(model, model.parameters(), device),
+    }
+    for timed in runs.values():
+        timed(max(20, args.steps // 10))           # warm up
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.blocks):
+        for name, timed in runs.items():
+            times[name].append(timed(args.steps))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{args.sheet}: {x.shape[0]} rows, {program.count_ops()} tensor ops per forward")
+    for name, t in med.items():
+        print(f"  {name:<18} {t * 1e6:8.1f} us/step   ratio {t / med['hand-written']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
