@@ -440,7 +440,8 @@ def _trace(n: int = 100) -> np.ndarray:
 def test_new_sheet_with_chart(book: Path, tmp_path: Path) -> None:
     dst = tmp_path / "out.xlsx"
     rows = _trace(100)
-    rows[40, 3] = np.nan  # a diverged value is written as #NUM!, not refused
+    rows[40, 3] = np.inf  # a diverged value is written as #NUM!, not refused
+    rows[99, 4] = np.nan  # no value (e.g. the last step's update) is an empty cell
     header = ["step", "loss", "w", "w_grad", "w_update"]
     chart = LineChart(title="Training loss", x_title="step", y_title="loss", x_col=0, y_cols=[1, 2])
     patch_workbook(book, dst, {"Model": {(2, 1): 2.0}},
@@ -454,8 +455,10 @@ def test_new_sheet_with_chart(book: Path, tmp_path: Path) -> None:
     got = np.array([[c.value for c in row] for row in ws.iter_rows(min_row=2)], dtype=object)
     assert got.shape == (100, 5)
     assert got[40, 3] == "#NUM!"
+    assert got[99, 4] is None
+    assert ws["E101"].value is None   # an empty cell, still styled (format checked below)
     mask = np.ones(rows.shape, bool)
-    mask[40, 3] = False
+    mask[40, 3] = mask[99, 4] = False
     assert np.array_equal(got[mask].astype(float), rows[mask])  # exact: shortest round-trip text
     assert ws["B2"].number_format == "0.000000" and ws["E101"].number_format == "0.000000"
     assert ws["A2"].number_format == "0" and ws["A2"].value == 1

@@ -39,6 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--values-only", action="store_true", help="skip the gradient check")
+
+    p = sub.add_parser("train", help="train the model by gradient descent and write a copy with the "
+                       "trained weights, recalculated cells and a sgd_steps trace sheet")
+    _model_args(p)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
+    length.add_argument("--epochs", type=int, help="passes over the rows (full batch: one step each)")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd",
+                   help="plain SGD (default), SGD with momentum 0.9, or Adam")
+    p.add_argument("--batch-size", type=int, help="rows per step, sampled without replacement "
+                   "(needs an objective that is a mean or sum over rows); default: full batch")
+    p.add_argument("--init", choices=["workbook", "random"], default="workbook",
+                   help="start from the workbook's weights (default) or uniform in [-0.5, 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --init random and batch sampling")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: CUDA when available, else CPU")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--log-every", type=int, help="trace every K-th step (default: at most ~1,000 rows)")
+    p.add_argument("-o", "--output", help="the new workbook (default: FILE's stem + .trained + its suffix, "
+                   "beside it)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return ap
 
 
@@ -46,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
-        return {"inspect": cmd_inspect, "eval": cmd_eval, "verify": cmd_verify}[args.command](args)
+        return {"inspect": cmd_inspect, "eval": cmd_eval, "verify": cmd_verify,
+                "train": cmd_train}[args.command](args)
     except XlnnError as exc:
         if args.debug:
             raise
@@ -175,6 +198,106 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"       {g.cell} ({g.label}): autograd {g.autograd:.10g} vs {g.finite_difference:.10g}")
     print("verify: " + ("passed" if ok else "FAILED"))
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def default_output(src: Path) -> Path:
+    """titanic.xlsx -> titanic.trained.xlsx beside it; the suffix is kept (an .xlsm stays .xlsm,
+    since its content type says macro-enabled and Excel refuses a mismatched suffix)."""
+    return src.with_name(f"{src.stem}.trained{src.suffix}")
+
+
+def _train_output(src: Path, given: str | None) -> Path:
+    from .errors import BadInput
+    out = Path(given) if given else default_output(src)
+    if not out.parent.is_dir():
+        raise BadInput(f"{out}: folder {out.parent} does not exist")
+    if out.exists() and out.resolve() == src.resolve():
+        raise BadInput(f"{out}: the output must be a new file, not the input")
+    macro = {".xlsm", ".xltm"}
+    if (src.suffix.lower() in macro) != (out.suffix.lower() in macro):
+        raise BadInput(f"{out}: keep the input's kind of suffix ({src.suffix}); Excel refuses a "
+                       f"{'macro-enabled' if src.suffix.lower() in macro else 'macro-free'} workbook "
+                       f"saved as {out.suffix or 'no suffix'}")
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .api import load, pick_device
+    from .compiler.lower import compile_model
+    from .compiler.model import find_model
+    from .errors import BadInput
+    from .progress import Progress
+    from .train import TrainOptions, train, trace_sheet
+    from .writeback import free_sheet_name, sheet_names, write_trained
+    t_start = time.perf_counter()
+    src = Path(args.file)
+    out = _train_output(src, args.output)          # a bad output path fails before the work
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: CUDA is not available on this machine (torch sees no GPU)")
+    device = pick_device(args.device)
+    opts = TrainOptions(steps=args.steps, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+                        batch_size=args.batch_size, init=args.init, seed=args.seed, log_every=args.log_every,
+                        dtype=args.dtype)
+    wb, graph = load(src)                                           # read and parse once
+    spec = find_model(wb, args.sheet, args.params, args.loss)
+    model = compile_model(wb, graph, spec, device)
+    with Progress() as bar:                  # drawn only when stderr is a terminal
+        result = train(model, opts, bar)
+    values: dict[str, dict[tuple[int, int], float]] = {}
+    for name, area in model.param_areas.items():
+        for (r, c), v in zip(area.cells(), result.weights[name].reshape(-1).tolist()):
+            values.setdefault(area.sheet, {})[(r, c)] = v
+    sheet, shown = trace_sheet(result, model, free_sheet_name(sheet_names(src), "sgd_steps"))
+    written = write_trained(src, out, wb, graph, values, list(model.param_areas.values()), [sheet])
+    cell = written.recalc.grids.value(*spec.objective)
+    n_params = sum(a.size for a in model.param_areas.values())
+    warnings = []
+    if written.stale:
+        also = written.stale_inputs
+        warnings.append("kept stale cached values in cells that depend on the parameters but use functions "
+                        "xl2nn does not implement: " + ", ".join(written.stale)
+                        + (f"; cells computed from them are stale too: {', '.join(also[:10])}"
+                           f"{' ...' if len(also) > 10 else ''}" if also else ""))
+    if not isinstance(cell, float) or abs(cell - result.final_loss) > 1e-9 * max(abs(result.final_loss), 1e-300):
+        warnings.append(f"the recalculated objective {spec.objective_name} = {cell!r} differs from the "
+                        f"trained model's {result.final_loss!r}")
+    if shown < n_params:
+        warnings.append(f"the trace sheet shows the first {shown} of {n_params} parameter cells "
+                        "(Excel's column limit)")
+    for w in warnings:
+        print(f"xl2nn: warning: {w}", file=sys.stderr)
+    summary = {
+        "output": str(out), "objective": spec.objective_name, "sense": spec.sense, "target": spec.target,
+        "start_loss": result.start_loss, "final_loss": result.final_loss,
+        "steps": result.steps, "epochs": result.epochs, "seconds": result.seconds,
+        "total_seconds": time.perf_counter() - t_start, "device": str(device), "dtype": args.dtype,
+        "optimizer": args.optimizer, "lr": args.lr, "batch_size": result.batch_size,
+        "rows": model.row_count, "init": args.init, "seed": args.seed, "log_every": result.log_every,
+        "parameters": n_params, "trace_sheet": sheet.name, "trace_rows": len(sheet.rows),
+        "cells_written": written.cells_written, "stale": written.stale,
+        "stale_inputs": written.stale_inputs, "warnings": warnings,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    sense = {"min": "minimise", "max": "maximise", "value": f"reach {spec.target} with"}[spec.sense]
+    batch = "full batch" if result.batch_size is None else f"batches of {result.batch_size} of {model.row_count} rows"
+    init = "workbook weights" if args.init == "workbook" else f"random weights (seed {args.seed})"
+    rate = result.steps / result.seconds if result.seconds > 0 else float("inf")
+    print(f"trained   {sense} {spec.objective_name}: {n_params} parameters from {init}")
+    epochs = "" if result.batch_size is None else f" ({result.epochs:g} epochs of {result.steps_per_epoch} steps)"
+    print(f"used      {args.optimizer}, lr {args.lr:g}, {batch}, {result.steps:,} steps{epochs}, "
+          f"{device} {args.dtype}")
+    print(f"loss      {result.start_loss:.10g} → {result.final_loss:.10g}")
+    print(f"time      {result.seconds:.2f} s training ({rate:,.0f} steps/s), "
+          f"{summary['total_seconds']:.2f} s in all")
+    n_rows = len(sheet.rows)
+    every = "every step" if result.log_every == 1 else f"every {result.log_every} steps"
+    print(f"wrote     {out}  ({written.cells_written:,} cells; trace sheet {sheet.name!r}: "
+          f"{n_rows:,} row{'s' if n_rows != 1 else ''}, {every})")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

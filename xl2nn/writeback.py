@@ -1,13 +1,16 @@
 """Recomputed values back into a copy of the workbook, as the formula cells' cached values."""
 from __future__ import annotations
 
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .cells import CellValue
-from .compiler.grid import Recalc
+from .cells import Area, CellValue
+from .compiler.grid import Recalc, recalculate
 from .errors import BadInput
-from .ir.graph import Graph
+from .ir.graph import Graph, reads_any
+from .ooxml import M, parse_xml, read_part, workbook_part
 from .reader.workbook import Workbook
 from .writer import NewSheet, patch_workbook
 
@@ -43,3 +46,64 @@ def write_recalculated(src: Path, dst: Path, wb: Workbook, graph: Graph, recalc:
     except ValueError as exc:
         raise BadInput(f"{dst}: {exc}") from None
     return sum(len(c) for c in updates.values())
+
+
+# --------------------------------------------------------------------------- after training
+
+def sheet_names(src: Path) -> list[str]:
+    """Every sheet's name in the package (worksheets, chartsheets, dialog sheets)."""
+    label = str(src)
+    try:
+        with zipfile.ZipFile(src) as zf:
+            part = workbook_part(zf, label)
+            root = parse_xml(read_part(zf, part, label), label, part)
+    except zipfile.BadZipFile:
+        raise BadInput(f"{label}: not an xlsx file (not a zip archive)") from None
+    sheets = root.find(M + "sheets")
+    return [el.get("name", "") for el in (sheets if sheets is not None else [])]
+
+
+def free_sheet_name(taken: Sequence[str], base: str) -> str:
+    """`base`, or base_2, base_3, ... : the first name no sheet has (Excel compares case-blind)."""
+    low = {t.lower() for t in taken}
+    name, k = base, 1
+    while name.lower() in low:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def parameter_dependents(graph: Graph, params: Sequence[Area]) -> set[int]:
+    """Families whose value depends on the parameter cells, directly or through others."""
+    out: set[int] = set()
+    for fid in graph.order:
+        fam = graph.families[fid]
+        if fam.deps & out or reads_any(fam, list(params)):
+            out.add(fid)
+    return out
+
+
+@dataclass
+class TrainedWrite:
+    cells_written: int
+    recalc: Recalc
+    stale: list[str]          # ranges that depend on the parameters but kept their cached values
+    stale_inputs: list[str]   # ranges recomputed, but from such stale values
+
+
+def write_trained(src: Path, dst: Path, wb: Workbook, graph: Graph,
+                  values: Mapping[str, Mapping[tuple[int, int], float]], params: Sequence[Area],
+                  new_sheets: Sequence[NewSheet] = ()) -> TrainedWrite:
+    """Write `dst`: `src` with the parameter cells set to `values`, every formula cell's cached
+    value recomputed with them, `new_sheets` appended, and recalculation asked for on open."""
+    recalc = recalculate(wb, graph, overrides=values)
+    depends = parameter_dependents(graph, params)
+    kept = {f for f in recalc.skipped if f in depends}
+    tainted: set[int] = set()
+    for fid in graph.order:
+        if fid not in kept and graph.families[fid].deps & (kept | tainted):
+            tainted.add(fid)
+    written = write_recalculated(src, dst, wb, graph, recalc, extra=values, new_sheets=new_sheets,
+                                 recalc_on_open=True)
+    return TrainedWrite(written, recalc, [f"{graph.families[f].area} ({recalc.skipped[f]})" for f in sorted(kept)],
+                        [str(graph.families[f].area) for f in sorted(tainted)])

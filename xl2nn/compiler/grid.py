@@ -6,6 +6,7 @@ training, and it folds the constant part of a model before lowering.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -74,6 +75,20 @@ class Grids:
         self.num[fam.sheet][rows, cols] = num
         self.kind[fam.sheet][rows, cols] = kinds
         self.text[fam.sheet][rows, cols] = text if text is not None else None
+
+    def set_number(self, sheet: str, row: int, col: int, value: float) -> None:
+        """Put a number into a (constant) cell, growing the sheet's arrays if the cell lies outside."""
+        h, w = self.num[sheet].shape
+        if row >= h or col >= w:
+            nh, nw = max(h, row + 1), max(w, col + 1)
+            for grid, fill in ((self.num, 0.0), (self.kind, EMPTY), (self.text, None)):
+                old = grid[sheet]
+                new = np.full((nh, nw), fill, dtype=old.dtype)
+                new[:h, :w] = old
+                grid[sheet] = new
+        self.num[sheet][row, col] = float(value)
+        self.kind[sheet][row, col] = NUM
+        self.text[sheet][row, col] = None
 
     def value(self, sheet: str, row: int, col: int) -> CellValue:
         num, kind, text = self.num[sheet], self.kind[sheet], self.text[sheet]
@@ -163,10 +178,20 @@ class Recalc:
 
 
 def recalculate(wb: Workbook, graph: Graph, only: set[int] | None = None,
-                device: torch.device | None = None) -> Recalc:
-    """Evaluate families in dependency order (all, or `only`), writing into grids."""
+                device: torch.device | None = None,
+                overrides: Mapping[str, Mapping[tuple[int, int], float]] | None = None) -> Recalc:
+    """Evaluate families in dependency order (all, or `only`), writing into grids.
+
+    overrides: sheet -> {(row, col): number} for constant cells (e.g. trained parameters)
+    that take these values instead of the workbook's before any family is evaluated.
+    """
     device = device or torch.device("cpu")
     grids = Grids(wb, graph)
+    for sheet, cells in (overrides or {}).items():
+        for (r, c), v in cells.items():
+            if graph.family_at(sheet, r, c) is not None:
+                raise ValueError(f"cannot override formula cell {cell_name(sheet, r, c)}")
+            grids.set_number(sheet, r, c, v)
     result = Recalc(grids)
     literals: dict = {}
     for fid in graph.order:

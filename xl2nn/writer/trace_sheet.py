@@ -24,7 +24,8 @@ REL_CHART = NS_REL + "/chart"
 
 XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n'
 
-# Cells written instead of a number that cannot be stored (NaN, +-inf).
+# Cells written instead of a number that cannot be stored (+-inf). NaN means "no value"
+# (e.g. the update of the last step in a training trace) and is written as an empty cell.
 NON_FINITE_ERROR = "#NUM!"
 
 MAX_SHEET_NAME = 31
@@ -50,7 +51,10 @@ class LineChart:
 
 @dataclass
 class NewSheet:
-    """A worksheet to append: a header row of strings and a float64 table below it."""
+    """A worksheet to append: a header row of strings and a float64 table below it.
+
+    NaN entries are written as empty cells, +-inf as #NUM! errors.
+    """
 
     name: str
     header: list[str]
@@ -188,14 +192,18 @@ def sheet_xml(sheet: NewSheet, rows: np.ndarray, *, header_style: int, data_styl
     out.append("".join(hdr))
     styles = [first_col_style] + [data_style] * (width - 1)
     finite = np.isfinite(rows)
+    missing = np.isnan(rows)
     for i in range(n):
         r = i + 2
         parts = [f'<row r="{r}" spans="{spans}">']
         vals = rows[i].tolist()
         ok = finite[i].tolist()
+        empty = missing[i].tolist()
         for c in range(width):
             if ok[c]:
                 parts.append(f'<c r="{letters[c]}{r}" s="{styles[c]}"><v>{format_float(vals[c])}</v></c>')
+            elif empty[c]:
+                parts.append(f'<c r="{letters[c]}{r}" s="{styles[c]}"/>')
             else:
                 parts.append(f'<c r="{letters[c]}{r}" s="{styles[c]}" t="e"><v>{NON_FINITE_ERROR}</v></c>')
         parts.append("</row>")

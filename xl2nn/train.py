@@ -1,0 +1,281 @@
+"""Training: gradient descent on a compiled workbook model (`xl2nn train`).
+
+The loop never reads a number back from the device inside a step: per-step objective
+values go into a device tensor that is checked for NaN/inf once every CHECK_EVERY steps,
+and the trace rows (w_k, dL/dw at w_k, the update applied) are copied into device tensors
+at logged steps and fetched once at the end. CPU and CUDA run the same code.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .cells import MAX_COL, cell_name
+from .compiler.lower import CompiledModel
+from .compiler.model import ModelSpec
+from .compiler.program import Program
+from .errors import BadInput
+from .progress import Progress
+from .writer import LineChart, NewSheet
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+INITS = ("workbook", "random")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DEFAULT_STEPS = 1000
+DEFAULT_LR = 0.1          # plain SGD from random init reaches Solver's loss on the titanic sheets
+MOMENTUM = 0.9
+MAX_TRACE_ROWS = 1000     # the default --log-every keeps the trace sheet about this long
+CHECK_EVERY = 100         # steps between NaN/inf checks (each one is a device sync)
+
+
+@dataclass
+class TrainOptions:
+    steps: int | None = None          # None: --epochs, or DEFAULT_STEPS
+    epochs: int | None = None
+    lr: float = DEFAULT_LR
+    optimizer: str = "sgd"
+    batch_size: int | None = None     # None: full batch
+    init: str = "workbook"
+    seed: int = 0
+    log_every: int | None = None      # None: so that at most ~MAX_TRACE_ROWS rows are logged
+    dtype: str = "float64"
+
+
+@dataclass
+class Trace:
+    """The logged rows, float64. Row k: the objective at w_k, w_k, dL/dw at w_k, w_{k+1} - w_k.
+
+    Parameters are flattened in model.weights order, each range row-major (Area.cells()).
+    The last row holds the final weights, the objective and gradient there, and NaN updates.
+    """
+
+    steps: np.ndarray      # (n,)
+    loss: np.ndarray       # (n,) the objective cell's own value (full batch, even when training on batches)
+    weights: np.ndarray    # (n, P)
+    grads: np.ndarray      # (n, P) gradient of the minimised loss (the batch's, on batches)
+    updates: np.ndarray    # (n, P)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    steps_per_epoch: int
+    batch_size: int | None            # as used (capped at the row count); None for full batch
+    log_every: int
+    start_loss: float                 # the objective cell at the start and at the end
+    final_loss: float
+    seconds: float
+    weights: dict[str, np.ndarray]    # final, float64, shaped like the ranges
+    trace: Trace
+
+    @property
+    def epochs(self) -> float:
+        return self.steps / self.steps_per_epoch
+
+
+def loss_function(spec: ModelSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What gradient descent minimises, from Solver's sense: y, -y, or (y - target)^2."""
+    if spec.sense == "max":
+        return lambda y: -y
+    if spec.sense == "value":
+        target = float(spec.target or 0.0)
+        return lambda y: (y - target) ** 2
+    return lambda y: y
+
+
+def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = None) -> TrainResult:
+    """Train `model` in place; raises BadInput (nothing written) on bad options or divergence."""
+    _check_options(opts)
+    params = list(model.weights.values())
+    if not params:
+        raise BadInput(f"{model.workbook.path}: the model has no parameter cells to train")
+    device = params[0].device
+    gen = torch.Generator().manual_seed(opts.seed)
+    if opts.init == "random":
+        _random_init(params, gen)
+    program = Program(model)        # the traced straight-line forward (or the interpreter)
+    batch, per_epoch = None, 1
+    if opts.batch_size is not None:
+        with torch.no_grad():   # raises BadInput, one line, when the objective is not a mean/sum over rows
+            model.batch_objective(torch.zeros(1, dtype=torch.long, device=device))
+        batch = min(opts.batch_size, model.row_count)
+        per_epoch = math.ceil(model.row_count / batch)
+        for size in {batch, model.row_count - (per_epoch - 1) * batch}:   # trace before any cast
+            program.batch(torch.arange(size, device=device))
+    total = opts.steps if opts.steps is not None else \
+        opts.epochs * per_epoch if opts.epochs is not None else DEFAULT_STEPS
+    log_every = opts.log_every or max(1, math.ceil(total / MAX_TRACE_ROWS))
+    dtype = DTYPES[opts.dtype]
+    if dtype != torch.float64:
+        _cast(program, dtype, opts.dtype)
+    try:
+        return _run(model, program, params, opts, gen, batch, per_epoch, total, log_every, progress)
+    finally:
+        if dtype != torch.float64:
+            program.to(torch.float64)
+
+
+def _run(model: CompiledModel, program: Program, params: list[torch.nn.Parameter], opts: TrainOptions,
+         gen: torch.Generator,
+         batch: int | None, per_epoch: int, total: int, log_every: int, progress: Progress | None
+         ) -> TrainResult:
+    device = params[0].device
+    f64 = torch.float64
+    loss_of = loss_function(model.spec)
+    opt = _optimizer(opts.optimizer, params, opts.lr)
+    n_log = len(range(0, total, log_every))
+    width = sum(p.numel() for p in params)
+    objective = torch.full((total,), math.nan, dtype=f64, device=device)   # per step, for NaN checks
+    t_loss = torch.empty(n_log + 1, dtype=f64, device=device)
+    t_w = torch.empty((n_log + 1, width), dtype=f64, device=device)
+    t_g = torch.empty((n_log + 1, width), dtype=f64, device=device)
+    t_u = torch.full((n_log + 1, width), math.nan, dtype=f64, device=device)
+    batches = _batches(model.row_count, batch, gen, device) if batch else None
+    progress = progress or Progress(enabled=False)
+    progress.start(total)
+    checked = 0
+    t0 = time.perf_counter()
+    for k in range(total):
+        opt.zero_grad(set_to_none=True)
+        y = program.batch(next(batches)) if batches is not None else program()
+        loss_of(y).backward()
+        objective[k] = y.detach()
+        j = k // log_every if k % log_every == 0 else None
+        if j is not None:
+            if batches is not None:
+                with torch.no_grad():       # the trace shows the sheet's own (full) objective
+                    t_loss[j] = program()
+            else:
+                t_loss[j] = y.detach()
+            t_w[j] = _flat(params)
+            t_g[j] = _flat([p.grad for p in params])
+        opt.step()
+        if j is not None:
+            t_u[j] = _flat(params) - t_w[j]
+        if (k + 1) % CHECK_EVERY == 0 or k + 1 == total:
+            _check_finite(objective, checked, k + 1, opts)
+            checked = k + 1
+        progress.update(k + 1, lambda y=y: float(y.detach()))
+    # The final row, in float64: the weights reached, the objective and its gradient there.
+    program.to(f64)
+    opt.zero_grad(set_to_none=True)
+    y = model()
+    loss_of(y).backward()
+    t_loss[n_log], t_w[n_log] = y.detach(), _flat(params)
+    t_g[n_log] = _flat([p.grad for p in params])
+    final = float(y.detach())
+    if not math.isfinite(final):
+        raise _diverged(total, final, opts)
+    seconds = time.perf_counter() - t0
+    model.zero_grad(set_to_none=True)
+    steps = np.array(list(range(0, total, log_every)) + [total], dtype=np.float64)
+    trace = Trace(steps, t_loss.cpu().numpy(), t_w.cpu().numpy(), t_g.cpu().numpy(), t_u.cpu().numpy())
+    weights = {name: p.detach().to(f64).cpu().numpy().copy() for name, p in model.weights.items()}
+    return TrainResult(total, per_epoch, batch, log_every, float(trace.loss[0]), final, seconds, weights, trace)
+
+
+def _check_options(opts: TrainOptions) -> None:
+    if not (math.isfinite(opts.lr) and opts.lr > 0):
+        raise BadInput(f"--lr must be a positive number, not {opts.lr:g}")
+    if opts.steps is not None and opts.epochs is not None:
+        raise BadInput("give --steps or --epochs, not both")
+    for flag, value, low in (("--steps", opts.steps, 0), ("--epochs", opts.epochs, 1),
+                             ("--batch-size", opts.batch_size, 1), ("--log-every", opts.log_every, 1)):
+        if value is not None and value < low:
+            raise BadInput(f"{flag} must be at least {low}, not {value}")
+    for flag, value, allowed in (("--optimizer", opts.optimizer, OPTIMIZERS), ("--init", opts.init, INITS),
+                                 ("--dtype", opts.dtype, tuple(DTYPES))):
+        if value not in allowed:
+            raise BadInput(f"{flag} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _random_init(params: list[torch.nn.Parameter], gen: torch.Generator) -> None:
+    """Uniform in [-0.5, 0.5), drawn on the CPU so that CPU and CUDA runs start identically."""
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.rand(p.shape, generator=gen, dtype=torch.float64) - 0.5)
+
+
+def _cast(program: Program, dtype: torch.dtype, name: str) -> None:
+    """Cast the traced program and check that forward and backward really run in `dtype`
+    (a program that fell back to the interpreter, whose literals are float64, cannot)."""
+    why = None if program.full is not None else f"it is interpreted: {program.fallback}"
+    if why is None:
+        program.to(dtype)
+        try:
+            program.zero_grad(set_to_none=True)
+            y = program()
+            y.backward()
+            grads = [p.grad.dtype for p in program.model.weights.values() if p.grad is not None]
+            if y.dtype != dtype or any(g != dtype for g in grads):
+                why = f"its objective comes out as {y.dtype}"
+        except RuntimeError as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        program.zero_grad(set_to_none=True)
+    if why is not None:
+        program.to(torch.float64)
+        raise BadInput(f"--dtype {name} is not supported by this model ({why}); use --dtype float64")
+
+
+def _optimizer(name: str, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr)
+
+
+def _batches(n: int, size: int, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
+    """Row indices, without replacement: each epoch is one permutation cut into batches."""
+    while True:
+        perm = torch.randperm(n, generator=gen).to(device)   # one transfer per epoch, not per step
+        for start in range(0, n, size):
+            yield perm[start:start + size]
+
+
+def _flat(tensors: list[torch.Tensor | None]) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+
+
+def _check_finite(values: torch.Tensor, start: int, stop: int, opts: TrainOptions) -> None:
+    bad = ~torch.isfinite(values[start:stop])
+    if bool(bad.any()):          # one sync per chunk of steps
+        k = start + int(bad.nonzero()[0, 0])
+        raise _diverged(k, float(values[k]), opts)
+
+
+def _diverged(step: int, value: float, opts: TrainOptions) -> BadInput:
+    return BadInput(f"training diverged: the objective became {value} at step {step} "
+                    f"({opts.optimizer}, --lr {opts.lr:g}); nothing was written; try a smaller --lr")
+
+
+# --------------------------------------------------------------------------- the trace sheet
+
+def trace_sheet(result: TrainResult, model: CompiledModel, name: str) -> tuple[NewSheet, int]:
+    """The `sgd_steps` sheet: step, loss, then per parameter cell its value, gradient and update.
+
+    Returns the sheet and how many parameter cells it shows (all, unless Excel's column
+    limit is reached).
+    """
+    header = ["step", "loss"]
+    room = (MAX_COL - 2) // 3
+    shown = 0
+    for pname, area in model.param_areas.items():
+        for (r, c), label in zip(area.cells(), model.param_labels[pname]):
+            if shown == room:
+                break
+            cell = cell_name(area.sheet, r, c)
+            head = cell if label == cell.split("!")[-1] else f"{cell} {label}"
+            header += [head, f"dL/d {cell}", f"update {cell}"]
+            shown += 1
+    tr = result.trace
+    rows = np.empty((len(tr.steps), 2 + 3 * shown))
+    rows[:, 0], rows[:, 1] = tr.steps, tr.loss
+    rows[:, 2::3], rows[:, 3::3], rows[:, 4::3] = tr.weights[:, :shown], tr.grads[:, :shown], tr.updates[:, :shown]
+    chart = LineChart(title="Training loss", x_title="step", y_title=model.spec.objective_name, x_col=0, y_cols=[1])
+    return NewSheet(name, header, rows, number_format="General", column_width=16.0, chart=chart), shown
