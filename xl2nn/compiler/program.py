@@ -110,7 +110,7 @@ def _trace(model: CompiledModel, index: torch.Tensor | None) -> fx.GraphModule:
 _VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 # Ops that compute nothing (they re-index memory); not counted as tensor ops.
 _FREE = _VIEWS | {aten.expand.default, aten.slice.Tensor, aten.select.int, aten.t.default,
-                  aten.transpose.int, aten.permute.default, aten.alias.default}
+                  aten.transpose.int, aten.permute.default, aten.alias.default, torch.t, torch.select}
 
 
 def _val(node: object):
@@ -354,10 +354,36 @@ def _optimise(gm: fx.GraphModule) -> fx.GraphModule:
                 gm.graph.eliminate_dead_code()
         if not changed:
             break
+    _public_ops(gm)
     _constants_as_buffers(gm)
     gm.graph.lint()
     gm.recompile()
     return gm
+
+
+# The public torch function for each aten overload the rewrites leave: the same kernel, reached
+# with less Python dispatch per call (about 12% of a titanic step), and readable code.
+_PUBLIC = {aten.mm.default: torch.mm, aten.relu.default: torch.relu, aten.t.default: torch.t,
+           aten.sum.dim_IntList: torch.sum, aten.sum.default: torch.sum, aten.mean.default: torch.mean,
+           aten.add.Tensor: torch.add, aten.sub.Tensor: torch.sub, aten.mul.Tensor: torch.mul,
+           aten.div.Tensor: torch.div, aten.div.Scalar: torch.div, aten.pow.Tensor_Scalar: torch.pow,
+           aten.where.self: torch.where, aten.tanh.default: torch.tanh, aten.exp.default: torch.exp,
+           aten.log.default: torch.log, aten.sqrt.default: torch.sqrt, aten.abs.default: torch.abs,
+           aten.neg.default: torch.neg, aten.sigmoid.default: torch.sigmoid, aten.cat.default: torch.cat,
+           aten.select.int: torch.select, aten.lt.Tensor: torch.lt, aten.gt.Tensor: torch.gt,
+           aten.le.Tensor: torch.le, aten.ge.Tensor: torch.ge, aten.eq.Tensor: torch.eq,
+           aten.ne.Tensor: torch.ne, aten.maximum.default: torch.maximum, aten.minimum.default: torch.minimum}
+_METHODS = {aten.view.default: "view", aten.expand.default: "expand"}
+
+
+def _public_ops(gm: fx.GraphModule) -> None:
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target in _METHODS:
+            node.op, node.target = "call_method", _METHODS[node.target]
+        elif node.target in _PUBLIC:
+            node.target = _PUBLIC[node.target]
 
 
 def _constants_as_buffers(gm: fx.GraphModule) -> None:
