@@ -204,7 +204,7 @@ def _random_init(params: list[torch.nn.Parameter], gen: torch.Generator) -> None
 def _cast(program: Program, dtype: torch.dtype, name: str) -> None:
     """Cast the traced program and check that forward and backward really run in `dtype`
     (a program that fell back to the interpreter, whose literals are float64, cannot)."""
-    why = None if program.full is not None else f"it is interpreted: {program.fallback}"
+    why = None if program.traced else f"it is interpreted: {program.fallback or 'a batch trace differed'}"
     if why is None:
         program.to(dtype)
         try:

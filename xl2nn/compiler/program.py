@@ -9,18 +9,13 @@ checked against it at the workbook's weights and at perturbed weights before it 
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.fx.traceback as fx_traceback
 from torch import fx, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
 
-from . import vectorise
 from .lower import CompiledModel
-
-aten = torch.ops.aten
+from .rewrites import FREE, optimise
 
 # Two results this far apart (relative) mean the trace did not capture the interpreter.
 TRACE_RTOL = 1e-9
@@ -29,21 +24,27 @@ TRACE_RTOL = 1e-9
 class Program(nn.Module):
     """objective = program(); batch estimate = program.batch(index). Shares the model's Parameters."""
 
-    def __init__(self, model: CompiledModel, *, checked: bool = True) -> None:
+    def __init__(self, model: CompiledModel) -> None:
         super().__init__()
         self.model = model
         self.names = list(model.weights.keys())
-        self._batches = nn.ModuleDict()      # one traced program per batch size
+        self._batches = nn.ModuleDict()      # one traced program per batch size ...
+        self._untraced: set[str] = set()     # ... or, where its trace was wrong, the interpreter
         self.full: fx.GraphModule | None = None
         self.fallback = ""          # why the interpreter runs instead (empty: the trace runs)
         try:
-            self.full = _optimise(_trace(model, None))
+            self.full = optimise(_trace(model, None))
         except Exception as exc:    # a construct the tracer cannot follow: interpret instead
             self.fallback = f"not traceable ({type(exc).__name__}: {exc})"
-        if self.full is not None and checked:
+        if self.full is not None:
             diff = self.check()
             if not diff <= TRACE_RTOL:
                 self.full, self.fallback = None, f"trace differs from the interpreter by rel {diff:.3g}"
+
+    @property
+    def traced(self) -> bool:
+        """True when nothing runs through the interpreter (float32 needs that)."""
+        return self.full is not None and not self._untraced
 
     def _weights(self) -> list[torch.Tensor]:
         return [self.model.weights[n] for n in self.names]
@@ -58,9 +59,18 @@ class Program(nn.Module):
         if self.full is None:
             return self.model.batch_objective(index)
         key = str(len(index))
-        if key not in self._batches:
-            self.model.batch_objective(index)      # a model that cannot batch says so here
-            self._batches[key] = _optimise(_trace(self.model, index))
+        if key not in self._batches and key not in self._untraced:
+            with torch.no_grad():                  # a model that cannot batch says so here
+                want = float(self.model.batch_objective(index))
+            gm = optimise(_trace(self.model, index))
+            with torch.no_grad():
+                got = float(gm(*self._weights(), index))
+            if abs(got - want) <= TRACE_RTOL * abs(want):    # checked like the full program
+                self._batches[key] = gm
+            else:
+                self._untraced.add(key)
+        if key in self._untraced:
+            return self.model.batch_objective(index)
         return self._batches[key](*self._weights(), index)
 
     def check(self, generator: torch.Generator | None = None) -> float:
@@ -87,7 +97,7 @@ class Program(nn.Module):
         """Tensor ops per forward (views and slices, which compute nothing, not counted)."""
         if self.full is None:
             return 0
-        return sum(1 for n in self.full.graph.nodes if n.op == "call_function" and n.target not in _FREE)
+        return sum(1 for n in self.full.graph.nodes if n.op == "call_function" and n.target not in FREE)
 
 
 def _trace(model: CompiledModel, index: torch.Tensor | None) -> fx.GraphModule:
@@ -101,302 +111,7 @@ def _trace(model: CompiledModel, index: torch.Tensor | None) -> fx.GraphModule:
     inputs = [model.weights[n].detach() for n in names]
     if index is not None:
         inputs.append(index)
-    with fx_traceback.preserve_node_meta():
-        return make_fx(run)(*inputs)
-
-
-# --------------------------------------------------------------------------- rewrites
-
-_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
-# Ops that compute nothing (they re-index memory); not counted as tensor ops.
-_FREE = _VIEWS | {aten.expand.default, aten.slice.Tensor, aten.select.int, aten.t.default,
-                  aten.transpose.int, aten.permute.default, aten.alias.default, torch.t, torch.select}
-
-
-def _val(node: object):
-    return node.meta.get("val") if isinstance(node, fx.Node) else None
-
-
-def _constant(gm: fx.GraphModule, node: object) -> torch.Tensor | None:
-    if isinstance(node, fx.Node) and node.op == "get_attr":
-        t = getattr(gm, node.target)
-        return t if isinstance(t, torch.Tensor) else None
-    return None
-
-
-def _is_zero(gm: fx.GraphModule, node: object) -> bool:
-    t = _constant(gm, node)
-    return t is not None and t.numel() == 1 and float(t.reshape(())) == 0.0
-
-
-def _rewrite(gm: fx.GraphModule, rule: Callable[[fx.GraphModule, fx.Node], object]) -> bool:
-    changed = False
-    for node in list(gm.graph.nodes):
-        if node.op != "call_function":
-            continue
-        new = rule(gm, node)
-        if new is not None and new is not node:
-            node.replace_all_uses_with(new)
-            changed = True
-    return changed
-
-
-def _drop_lift(gm: fx.GraphModule, node: fx.Node) -> object:
-    # Literal constants are copied on every call ("lifted"); nothing writes to them.
-    if node.target in (aten.lift_fresh_copy.default, aten.lift_fresh.default):
-        return node.args[0]
-    return None
-
-
-def _fold_views(gm: fx.GraphModule, node: fx.Node) -> object:
-    if node.target == aten.slice.Tensor and node.args[4:5] in ((), (1,)):
-        if _val(node).shape == _val(node.args[0]).shape:
-            return node.args[0]                           # a slice that keeps everything
-    if node.target not in _VIEWS and node.target != aten.expand.default:
-        return None
-    src = node.args[0]
-    out, inp = _val(node), _val(src)
-    if out is not None and inp is not None and tuple(out.shape) == tuple(inp.shape):
-        return src                                        # a view (or expand) to the same shape
-    if node.target == aten.expand.default:
-        return None
-    if isinstance(src, fx.Node) and src.target in _VIEWS:
-        with gm.graph.inserting_before(node):             # view(view(x)) = view(x)
-            new = gm.graph.call_function(aten.view.default, (src.args[0], list(out.shape)))
-            new.meta.update(node.meta)
-            return new
-    return None
-
-
-def _fold_constants(gm: fx.GraphModule, node: fx.Node) -> object:
-    # An op on constants alone (a view or expand of an input block, ...) runs once, here,
-    # unless its result is much bigger than what it reads.
-    if _val(node) is None or not isinstance(_val(node), torch.Tensor):
-        return None
-    inputs = [a for a in node.all_input_nodes]
-    consts = [_constant(gm, a) for a in inputs]
-    if not inputs or any(c is None for c in consts):
-        return None
-    if _val(node).numel() > 2 * sum(c.numel() for c in consts) + 16:
-        return None
-    env = dict(zip(inputs, consts))
-    args = fx.node.map_arg(node.args, lambda a: env[a])
-    kwargs = fx.node.map_arg(node.kwargs, lambda a: env[a])
-    with torch.no_grad():
-        value = node.target(*args, **kwargs)
-    if not isinstance(value, torch.Tensor):
-        return None
-    return _new_constant(gm, node, value.contiguous())
-
-
-def _bmm_of_one(gm: fx.GraphModule, node: fx.Node) -> object:
-    # MMULT evaluates as a batch of one matrix product; mm needs no expand (whose backward sums).
-    if node.target != aten.bmm.default or _val(node).shape[0] != 1:
-        return None
-    a, b = node.args
-    with gm.graph.inserting_before(node):
-        ops = []
-        for x in (a, b):
-            v = gm.graph.call_function(aten.view.default, (x, list(_val(x).shape[1:])))
-            v.meta["val"] = _val(x)[0]
-            ops.append(v)
-        prod = gm.graph.call_function(aten.mm.default, tuple(ops))
-        prod.meta["val"] = _val(node)[0]
-        new = gm.graph.call_function(aten.view.default, (prod, list(_val(node).shape)))
-        new.meta.update(node.meta)
-        return new
-
-
-def _new_constant(gm: fx.GraphModule, before: fx.Node, value: torch.Tensor) -> fx.Node:
-    """A get_attr node for `value`, reusing an equal constant when there is one (the same
-    input block is often read from two sheets)."""
-    for name, t in gm.named_buffers():
-        if t.shape == value.shape and t.dtype == value.dtype and torch.equal(t, value):
-            target = name
-            break
-    else:
-        target = f"_const{len(list(gm.named_buffers()))}"
-        while hasattr(gm, target):
-            target += "_"
-        gm.register_buffer(target, value)
-    with gm.graph.inserting_before(before):
-        node = gm.graph.get_attr(target)
-        node.meta["val"] = _val(before)
-        return node
-
-
-def _bool_round_trip(gm: fx.GraphModule, node: fx.Node) -> object:
-    # IF's condition: a comparison made float (a cell holds TRUE as 1) then tested != 0.
-    if node.target == aten.ne.Scalar and node.args[1] == 0:
-        src = node.args[0]
-        if isinstance(src, fx.Node) and src.target == aten._to_copy.default:
-            b = src.args[0]
-            if _val(b) is not None and _val(b).dtype == torch.bool and set(src.kwargs) <= {"dtype"}:
-                if tuple(_val(b).shape) == tuple(_val(node).shape):
-                    return b
-    return None
-
-
-def _relu(gm: fx.GraphModule, node: fx.Node) -> object:
-    # IF(x<0,0,x) and IF(x>0,x,0) are ReLU, with ReLU's gradient (0 at x = 0, as Excel's IF gives).
-    if node.target != aten.where.self:
-        return None
-    cond, a, b = node.args
-    if not isinstance(cond, fx.Node) or len(cond.args) != 2:
-        return None
-    x, zero = cond.args
-    if not _is_zero(gm, zero):
-        return None
-    if cond.target in (aten.lt.Tensor, aten.le.Tensor) and _is_zero(gm, a) and b is x:
-        pass
-    elif cond.target in (aten.gt.Tensor, aten.ge.Tensor) and a is x and _is_zero(gm, b):
-        pass
-    else:
-        return None
-    if tuple(_val(x).shape) != tuple(_val(node).shape) or _val(x).dtype != _val(node).dtype:
-        return None
-    with gm.graph.inserting_before(node):
-        new = gm.graph.call_function(aten.relu.default, (x,))
-        new.meta.update(node.meta)
-        return new
-
-
-def _scalar_divisor(gm: fx.GraphModule, node: fx.Node) -> object:
-    # AVERAGE divides by a count made with full(); a Python number does the same with no tensor.
-    if node.target != aten.div.Tensor:
-        return None
-    num, den = node.args
-    if isinstance(den, fx.Node) and den.target == aten.full.default and len(den.args) == 2:
-        if tuple(_val(num).shape) == tuple(_val(node).shape):
-            with gm.graph.inserting_before(node):
-                new = gm.graph.call_function(aten.div.Scalar, (num, float(den.args[1])))
-                new.meta.update(node.meta)
-                return new
-    return None
-
-
-def _full_sum(gm: fx.GraphModule, node: fx.Node) -> object:
-    # A sum down to one number needs no keepdim layout: sum everything, then shape it.
-    if node.target != aten.sum.dim_IntList or _val(node).numel() != 1 or node.kwargs:
-        return None
-    src = node.args[0]
-    while isinstance(src, fx.Node) and src.target in _VIEWS:
-        src = src.args[0]
-    with gm.graph.inserting_before(node):
-        total = gm.graph.call_function(aten.sum.default, (src,))
-        total.meta["val"] = _val(node).reshape(())
-        new = gm.graph.call_function(aten.view.default, (total, list(_val(node).shape)))
-        new.meta.update(node.meta)
-        return new
-
-
-def _select_only(gm: fx.GraphModule, node: fx.Node) -> object:
-    # The one entry of a one-entry vector is a reshape.
-    if node.target == aten.select.int and _val(node.args[0]).numel() == 1:
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_function(aten.view.default, (node.args[0], list(_val(node).shape)))
-            new.meta.update(node.meta)
-            return new
-    return None
-
-
-def _scalar_through(gm: fx.GraphModule, node: fx.Node) -> object:
-    # view(div(view(x), c)) on one number: divide x itself, so the views fold away.
-    if node.target in (aten.div.Scalar, aten.mul.Scalar) and _val(node).numel() == 1:
-        src = node.args[0]
-        if isinstance(src, fx.Node) and src.target in _VIEWS:
-            with gm.graph.inserting_before(node):
-                inner = gm.graph.call_function(node.target, (src.args[0], node.args[1]))
-                inner.meta["val"] = _val(src.args[0])
-                new = gm.graph.call_function(aten.view.default, (inner, list(_val(node).shape)))
-                new.meta.update(node.meta)
-                return new
-    return None
-
-
-def _square(gm: fx.GraphModule, node: fx.Node) -> object:
-    # x*x (how x^2 is evaluated) has a backward of two products and a sum; pow's has one.
-    if node.target == aten.mul.Tensor and node.args[0] is node.args[1] and not node.kwargs:
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_function(aten.pow.Tensor_Scalar, (node.args[0], 2))
-            new.meta.update(node.meta)
-            return new
-    return None
-
-
-def _mean(gm: fx.GraphModule, node: fx.Node) -> object:
-    # AVERAGE over a whole block: sum / count is mean, one op instead of two.
-    if node.target == aten.div.Scalar:
-        src = node.args[0]
-        if isinstance(src, fx.Node) and src.target == aten.sum.default and len(src.args) == 1 \
-                and float(node.args[1]) == _val(src.args[0]).numel() and len(src.users) == 1:
-            with gm.graph.inserting_before(node):
-                new = gm.graph.call_function(aten.mean.default, (src.args[0],))
-                new.meta.update(node.meta)
-                return new
-    return None
-
-
-_RULES = (_drop_lift, _fold_views, _fold_constants, _bmm_of_one, _bool_round_trip, _relu, _scalar_divisor, _full_sum,
-          _select_only, _scalar_through, _square, _mean, vectorise.cat_of_slices)
-
-
-def _optimise(gm: fx.GraphModule) -> fx.GraphModule:
-    for _ in range(10):
-        changed = False
-        for rule in _RULES:
-            changed |= _rewrite(gm, rule)
-        gm.graph.eliminate_dead_code()
-        for fuse in (vectorise.fuse_matmuls, vectorise.sink_unary, vectorise.sum_pieces):
-            if fuse(gm):
-                changed = True
-                vectorise.topo_sort(gm)
-                gm.graph.eliminate_dead_code()
-        if not changed:
-            break
-    _public_ops(gm)
-    _constants_as_buffers(gm)
-    gm.graph.lint()
-    gm.recompile()
-    return gm
-
-
-# The public torch function for each aten overload the rewrites leave: the same kernel, reached
-# with less Python dispatch per call (about 12% of a titanic step), and readable code.
-_PUBLIC = {aten.mm.default: torch.mm, aten.relu.default: torch.relu, aten.t.default: torch.t,
-           aten.sum.dim_IntList: torch.sum, aten.sum.default: torch.sum, aten.mean.default: torch.mean,
-           aten.add.Tensor: torch.add, aten.sub.Tensor: torch.sub, aten.mul.Tensor: torch.mul,
-           aten.div.Tensor: torch.div, aten.div.Scalar: torch.div, aten.pow.Tensor_Scalar: torch.pow,
-           aten.where.self: torch.where, aten.tanh.default: torch.tanh, aten.exp.default: torch.exp,
-           aten.log.default: torch.log, aten.sqrt.default: torch.sqrt, aten.abs.default: torch.abs,
-           aten.neg.default: torch.neg, aten.sigmoid.default: torch.sigmoid, aten.cat.default: torch.cat,
-           aten.select.int: torch.select, aten.lt.Tensor: torch.lt, aten.gt.Tensor: torch.gt,
-           aten.le.Tensor: torch.le, aten.ge.Tensor: torch.ge, aten.eq.Tensor: torch.eq,
-           aten.ne.Tensor: torch.ne, aten.maximum.default: torch.maximum, aten.minimum.default: torch.minimum}
-_METHODS = {aten.view.default: "view", aten.expand.default: "expand"}
-
-
-def _public_ops(gm: fx.GraphModule) -> None:
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        if node.target in _METHODS:
-            node.op, node.target = "call_method", _METHODS[node.target]
-        elif node.target in _PUBLIC:
-            node.target = _PUBLIC[node.target]
-
-
-def _constants_as_buffers(gm: fx.GraphModule) -> None:
-    """Tensor constants become buffers, so .to(device) and state_dict see them."""
-    for node in gm.graph.nodes:
-        if node.op == "get_attr":
-            t = getattr(gm, node.target)
-            if isinstance(t, torch.Tensor) and node.target not in dict(gm.named_buffers()):
-                delattr(gm, node.target)
-                gm.register_buffer(node.target, t)
-    for name in [n for n, _ in gm.named_buffers()]:
-        if not any(n.op == "get_attr" and n.target == name for n in gm.graph.nodes):
-            delattr(gm, name)
+    return make_fx(run)(*inputs)
 
 
 __all__ = ["Program", "TRACE_RTOL"]

@@ -23,7 +23,8 @@ UNARY = {aten.relu.default, aten.tanh.default, aten.exp.default, aten.sigmoid.de
          aten.neg.default, aten.abs.default, aten.log.default, aten.sqrt.default}
 
 
-def _val(node: object) -> torch.Tensor | None:
+def meta_value(node: object) -> torch.Tensor | None:
+    """The value make_fx recorded for a node (a fake or meta tensor: shape and dtype)."""
     return node.meta.get("val") if isinstance(node, fx.Node) else None
 
 
@@ -47,14 +48,14 @@ def fuse_matmuls(gm: fx.GraphModule) -> bool:
         if len(group) < 2:
             continue
         bs = [n.args[1] for n in group]
-        widths = [_val(b).shape[1] for b in bs]
-        out = _val(group[0])
+        widths = [meta_value(b).shape[1] for b in bs]
+        out = meta_value(group[0])
         with gm.graph.inserting_before(output):
-            cat = _call(gm, aten.cat.default, (bs, 1), (_val(bs[0]).shape[0], sum(widths)), out)
+            cat = _call(gm, aten.cat.default, (bs, 1), (meta_value(bs[0]).shape[0], sum(widths)), out)
             wide = _call(gm, aten.mm.default, (group[0].args[0], cat), (out.shape[0], sum(widths)), out)
             start = 0
             for node, w in zip(group, widths):
-                piece = _call(gm, aten.slice.Tensor, (wide, 1, start, start + w), _val(node).shape, out)
+                piece = _call(gm, aten.slice.Tensor, (wide, 1, start, start + w), meta_value(node).shape, out)
                 node.replace_all_uses_with(piece)
                 start += w
         changed = True
@@ -64,7 +65,7 @@ def fuse_matmuls(gm: fx.GraphModule) -> bool:
 def _index_tree(root: fx.Node) -> dict[fx.Node, torch.Tensor]:
     """Nodes reachable from `root` through indexing ops alone, each with the flat indices
     of root's entries it holds (found by running the same ops on an arange)."""
-    out = {root: torch.arange(_val(root).numel()).view(_val(root).shape)}
+    out = {root: torch.arange(meta_value(root).numel()).view(meta_value(root).shape)}
     todo = [root]
     while todo:
         node = todo.pop()
@@ -105,7 +106,7 @@ def sink_unary(gm: fx.GraphModule) -> bool:
     for root in list(gm.graph.nodes):
         if root.op not in ("call_function", "get_attr", "placeholder") or root.target in INDEXING:
             continue
-        if _val(root) is None or not root.users:
+        if meta_value(root) is None or not root.users:
             continue
         tree = _index_tree(root)
         leaves = _leaves(tree)
@@ -114,11 +115,11 @@ def sink_unary(gm: fx.GraphModule) -> bool:
         ops = {next(iter(leaf.users)).target for leaf in leaves}
         if len(ops) != 1 or not ops <= UNARY:
             continue
-        if not _partition([tree[leaf] for leaf in leaves], _val(root).numel()):
+        if not _partition([tree[leaf] for leaf in leaves], meta_value(root).numel()):
             continue
         (op,) = ops
         with gm.graph.inserting_before(output):
-            whole = _call(gm, op, (root,), _val(root).shape, _val(root))
+            whole = _call(gm, op, (root,), meta_value(root).shape, meta_value(root))
             for leaf in leaves:
                 user = next(iter(leaf.users))
                 user.replace_all_uses_with(_copy_path(gm, root, leaf, whole))
@@ -136,13 +137,13 @@ def sum_pieces(gm: fx.GraphModule) -> bool:
         if not isinstance(a, fx.Node) or not isinstance(b, fx.Node):
             continue
         root = _root(a)
-        if root is None or root is not _root(b) or _val(a).shape != _val(node).shape:
+        if root is None or root is not _root(b) or meta_value(a).shape != meta_value(node).shape:
             continue
         tree = _index_tree(root)
-        if a not in tree or b not in tree or _val(b).shape != _val(a).shape:
+        if a not in tree or b not in tree or meta_value(b).shape != meta_value(a).shape:
             continue
         ia, ib = tree[a], tree[b]
-        if not _partition([ia, ib], _val(root).numel()):
+        if not _partition([ia, ib], meta_value(root).numel()):
             continue
         lo = torch.minimum(ia, ib)
         if not (bool(((ia - ib).abs() == 1).all()) and bool((lo % 2 == 0).all())):
@@ -151,10 +152,10 @@ def sum_pieces(gm: fx.GraphModule) -> bool:
         if not bool((lo.reshape(-1) == torch.arange(0, lo.numel() * 2, 2)).all()):
             continue
         with gm.graph.inserting_before(node):
-            half = _val(root).numel() // 2
-            pairs = _call(gm, aten.view.default, (root, [half, 2]), (half, 2), _val(root))
-            total = _call(gm, aten.sum.dim_IntList, (pairs, [1]), (half,), _val(root))
-            new = _call(gm, aten.view.default, (total, list(_val(node).shape)), _val(node).shape, _val(node))
+            half = meta_value(root).numel() // 2
+            pairs = _call(gm, aten.view.default, (root, [half, 2]), (half, 2), meta_value(root))
+            total = _call(gm, aten.sum.dim_IntList, (pairs, [1]), (half,), meta_value(root))
+            new = _call(gm, aten.view.default, (total, list(meta_value(node).shape)), meta_value(node).shape, meta_value(node))
         node.replace_all_uses_with(new)
         changed = True
     return changed
@@ -177,18 +178,18 @@ def cat_of_slices(gm: fx.GraphModule, node: fx.Node) -> object:
             return None
         s = p.args[0]
         if not (isinstance(s, fx.Node) and s.target == aten.slice.Tensor and len(s.args) == 4
-                and s.args[1] == 0 and _val(s).dim() == 1):
+                and s.args[1] == 0 and meta_value(s).dim() == 1):
             return None
-        if list(p.args[1]) not in ([_val(s).shape[0], 1], [-1, 1]):
+        if list(p.args[1]) not in ([meta_value(s).shape[0], 1], [-1, 1]):
             return None
-        if source is not None and (s.args[0] is not source or _val(s).shape[0] != n):
+        if source is not None and (s.args[0] is not source or meta_value(s).shape[0] != n):
             return None
-        source, n = s.args[0], _val(s).shape[0]
+        source, n = s.args[0], meta_value(s).shape[0]
         starts.append(s.args[2])
     if starts != list(range(starts[0], starts[0] + n * len(starts), n)):
         return None
     k = len(starts)
-    like = _val(source)
+    like = meta_value(source)
     with gm.graph.inserting_before(node):
         sl = _call(gm, aten.slice.Tensor, (source, 0, starts[0], starts[0] + n * k), (n * k,), like)
         rows = _call(gm, aten.view.default, (sl, [k, n]), (k, n), like)
@@ -228,4 +229,4 @@ def topo_sort(gm: fx.GraphModule) -> None:
         prev = node
 
 
-__all__ = ["fuse_matmuls", "sink_unary", "sum_pieces", "cat_of_slices", "topo_sort"]
+__all__ = ["meta_value", "INDEXING", "fuse_matmuls", "sink_unary", "sum_pieces", "cat_of_slices", "topo_sort"]
