@@ -13,6 +13,7 @@ from torch import fx
 
 from . import vectorise
 from .vectorise import meta_value as _val
+from .vectorise import new_node
 
 aten = torch.ops.aten
 
@@ -241,8 +242,63 @@ def _mean(gm: fx.GraphModule, node: fx.Node) -> object:
     return None
 
 
+# Reshapes are carried past elementwise ops toward the reduction that ends the program, where
+# they vanish: (712,) viewed as (712,1,1) to meet a (712,1,1) target column costs a view and
+# its backward on every step; the target reshaped once, here, costs nothing.
+_ELEMENTWISE_BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+_ELEMENTWISE_UNARY = {aten.pow.Tensor_Scalar, aten.relu.default, aten.tanh.default, aten.exp.default,
+                      aten.neg.default, aten.abs.default}
+
+
+def _only_view(node: object) -> bool:
+    return isinstance(node, fx.Node) and node.target in _VIEWS and len(node.users) == 1
+
+
+def _view_past_binary(gm: fx.GraphModule, node: fx.Node) -> object:
+    """op(view(x, S), c) with a constant c of shape S -> view(op(x, c reshaped like x), S)."""
+    if node.target not in _ELEMENTWISE_BINARY or node.kwargs or len(node.args) != 2:
+        return None
+    for k in (0, 1):
+        view, other = node.args[k], node.args[1 - k]
+        c = _constant(gm, other)
+        if not _only_view(view) or c is None or tuple(c.shape) != tuple(_val(node).shape):
+            continue
+        x = view.args[0]
+        if _val(x).numel() != c.numel():
+            continue
+        with gm.graph.inserting_before(node):
+            const = _new_constant(gm, node, c.reshape(_val(x).shape).contiguous())
+            const.meta["val"] = _val(x)
+            args = (x, const) if k == 0 else (const, x)
+            inner = new_node(gm, node.target, args, _val(x).shape, _val(node))
+            new = new_node(gm, aten.view.default, (inner, list(_val(node).shape)), _val(node).shape, _val(node))
+        return new
+    return None
+
+
+def _view_past_unary(gm: fx.GraphModule, node: fx.Node) -> object:
+    """f(view(x, S)) -> view(f(x), S) for elementwise f."""
+    if node.target not in _ELEMENTWISE_UNARY or node.kwargs or not _only_view(node.args[0]):
+        return None
+    x = node.args[0].args[0]
+    with gm.graph.inserting_before(node):
+        inner = new_node(gm, node.target, (x,) + tuple(node.args[1:]), _val(x).shape, _val(node))
+        return new_node(gm, aten.view.default, (inner, list(_val(node).shape)), _val(node).shape, _val(node))
+
+
+def _reduce_through_view(gm: fx.GraphModule, node: fx.Node) -> object:
+    """sum or mean of all entries does not care about the shape they are viewed in."""
+    if node.target in (aten.sum.default, aten.mean.default) and len(node.args) == 1 and not node.kwargs:
+        src = node.args[0]
+        if isinstance(src, fx.Node) and src.target in _VIEWS:
+            with gm.graph.inserting_before(node):
+                return new_node(gm, node.target, (src.args[0],), (), _val(node))
+    return None
+
+
 _RULES = (_drop_lift, _fold_views, _fold_constants, _bmm_of_one, _bool_round_trip, _relu, _scalar_divisor, _full_sum,
-          _select_only, _scalar_through, _square, _mean, vectorise.cat_of_slices)
+          _select_only, _scalar_through, _square, _mean, _view_past_binary, _view_past_unary,
+          _reduce_through_view, vectorise.cat_of_slices)
 
 
 def optimise(gm: fx.GraphModule) -> fx.GraphModule:

@@ -28,7 +28,7 @@ def meta_value(node: object) -> torch.Tensor | None:
     return node.meta.get("val") if isinstance(node, fx.Node) else None
 
 
-def _call(gm: fx.GraphModule, target, args: tuple, shape, like: torch.Tensor) -> fx.Node:
+def new_node(gm: fx.GraphModule, target, args: tuple, shape, like: torch.Tensor) -> fx.Node:
     """A new node; its recorded value is a meta tensor (shape and dtype are all rewrites read)."""
     node = gm.graph.call_function(target, args)
     node.meta["val"] = torch.empty(tuple(shape), dtype=like.dtype, device="meta")
@@ -51,11 +51,11 @@ def fuse_matmuls(gm: fx.GraphModule) -> bool:
         widths = [meta_value(b).shape[1] for b in bs]
         out = meta_value(group[0])
         with gm.graph.inserting_before(output):
-            cat = _call(gm, aten.cat.default, (bs, 1), (meta_value(bs[0]).shape[0], sum(widths)), out)
-            wide = _call(gm, aten.mm.default, (group[0].args[0], cat), (out.shape[0], sum(widths)), out)
+            cat = new_node(gm, aten.cat.default, (bs, 1), (meta_value(bs[0]).shape[0], sum(widths)), out)
+            wide = new_node(gm, aten.mm.default, (group[0].args[0], cat), (out.shape[0], sum(widths)), out)
             start = 0
             for node, w in zip(group, widths):
-                piece = _call(gm, aten.slice.Tensor, (wide, 1, start, start + w), meta_value(node).shape, out)
+                piece = new_node(gm, aten.slice.Tensor, (wide, 1, start, start + w), meta_value(node).shape, out)
                 node.replace_all_uses_with(piece)
                 start += w
         changed = True
@@ -119,7 +119,7 @@ def sink_unary(gm: fx.GraphModule) -> bool:
             continue
         (op,) = ops
         with gm.graph.inserting_before(output):
-            whole = _call(gm, op, (root,), meta_value(root).shape, meta_value(root))
+            whole = new_node(gm, op, (root,), meta_value(root).shape, meta_value(root))
             for leaf in leaves:
                 user = next(iter(leaf.users))
                 user.replace_all_uses_with(_copy_path(gm, root, leaf, whole))
@@ -153,9 +153,9 @@ def sum_pieces(gm: fx.GraphModule) -> bool:
             continue
         with gm.graph.inserting_before(node):
             half = meta_value(root).numel() // 2
-            pairs = _call(gm, aten.view.default, (root, [half, 2]), (half, 2), meta_value(root))
-            total = _call(gm, aten.sum.dim_IntList, (pairs, [1]), (half,), meta_value(root))
-            new = _call(gm, aten.view.default, (total, list(meta_value(node).shape)), meta_value(node).shape, meta_value(node))
+            pairs = new_node(gm, aten.view.default, (root, [half, 2]), (half, 2), meta_value(root))
+            total = new_node(gm, aten.sum.dim_IntList, (pairs, [1]), (half,), meta_value(root))
+            new = new_node(gm, aten.view.default, (total, list(meta_value(node).shape)), meta_value(node).shape, meta_value(node))
         node.replace_all_uses_with(new)
         changed = True
     return changed
@@ -191,9 +191,9 @@ def cat_of_slices(gm: fx.GraphModule, node: fx.Node) -> object:
     k = len(starts)
     like = meta_value(source)
     with gm.graph.inserting_before(node):
-        sl = _call(gm, aten.slice.Tensor, (source, 0, starts[0], starts[0] + n * k), (n * k,), like)
-        rows = _call(gm, aten.view.default, (sl, [k, n]), (k, n), like)
-        new = _call(gm, aten.t.default, (rows,), (n, k), like)
+        sl = new_node(gm, aten.slice.Tensor, (source, 0, starts[0], starts[0] + n * k), (n * k,), like)
+        rows = new_node(gm, aten.view.default, (sl, [k, n]), (k, n), like)
+        new = new_node(gm, aten.t.default, (rows,), (n, k), like)
     new.meta.update(node.meta)
     return new
 
@@ -229,4 +229,4 @@ def topo_sort(gm: fx.GraphModule) -> None:
         prev = node
 
 
-__all__ = ["meta_value", "INDEXING", "fuse_matmuls", "sink_unary", "sum_pieces", "cat_of_slices", "topo_sort"]
+__all__ = ["meta_value", "new_node", "INDEXING", "fuse_matmuls", "sink_unary", "sum_pieces", "cat_of_slices", "topo_sort"]
