@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .compiler.grid import Recalc, recalculate
@@ -11,6 +12,7 @@ from .compiler.lower import CompiledModel, compile_model
 from .compiler.model import ModelSpec, find_model
 from .ir.graph import Graph, build_graph
 from .reader import Workbook, read_workbook
+from .export import export, read_weights, state_dict, write_weights
 
 
 @dataclass
@@ -41,6 +43,15 @@ def compile_workbook(path: str | os.PathLike[str], sheet: str | None = None, par
     return Compiled(wb, graph, spec, compile_model(wb, graph, spec, dev))
 
 
+def weights(compiled: Compiled) -> dict[str, np.ndarray]:
+    """The parameter values by name (as every export format names them), float64 arrays."""
+    return {name: t.numpy() for name, t in state_dict(compiled.model).items()}
+
+
 def recalculate_workbook(path: str | os.PathLike[str]) -> tuple[Workbook, Graph, Recalc]:
     wb, graph = load(path)
     return wb, graph, recalculate(wb, graph)
+
+
+__all__ = ["Compiled", "compile_workbook", "load", "pick_device", "recalculate_workbook", "weights",
+           "export", "read_weights", "state_dict", "write_weights"]

@@ -1,4 +1,4 @@
-"""Command line: xl2nn inspect | eval | verify | train."""
+"""Command line: xl2nn inspect | eval | verify | train | export | import-weights."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--values-only", action="store_true", help="skip the gradient check")
+    p.add_argument("--grad", metavar="RANGE", help="hand-written derivative cells, e.g. K4:K33: cell k must "
+                   "equal d(--of cell k)/d(--wrt cell k) by autograd (instead of the Solver gradient check)")
+    p.add_argument("--of", metavar="RANGE", help="with --grad: the cells differentiated, e.g. F4:F33")
+    p.add_argument("--wrt", metavar="RANGE", help="with --grad: the cells to differentiate with respect to, "
+                   "e.g. C4:C33 (a formula cell is taken as given, a leaf)")
 
     p = sub.add_parser("train", help="train the model by gradient descent and write a copy with the "
                        "trained weights, recalculated cells and a sgd_steps trace sheet")
@@ -61,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="the new workbook (default: FILE's stem + .trained + its suffix, "
                    "beside it)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = sub.add_parser("export", help="write the compiled model as PyTorch source (.py), a state_dict "
+                       "(.pt), safetensors (.safetensors) or ONNX (.onnx), by the output's suffix")
+    _model_args(p)
+    p.add_argument("-o", "--output", required=True, help="e.g. model.py, weights.pt, weights.safetensors, "
+                   "model.onnx")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("import-weights", help="write weights trained elsewhere (.pt or .safetensors, "
+                       "named as export names them) into the parameter cells of a copy of the workbook")
+    _model_args(p)
+    p.add_argument("weights", help="a state_dict: .pt (torch.save) or .safetensors")
+    p.add_argument("-o", "--output", help="the new workbook (default: FILE's stem + .imported + its suffix, "
+                   "beside it)")
+    p.add_argument("--json", action="store_true")
     return ap
 
 
@@ -69,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return {"inspect": cmd_inspect, "eval": cmd_eval, "verify": cmd_verify,
-                "train": cmd_train}[args.command](args)
+                "train": cmd_train, "export": cmd_export,
+                "import-weights": cmd_import_weights}[args.command](args)
     except XlnnError as exc:
         if args.debug:
             raise
@@ -152,9 +173,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .compiler.grid import recalculate
     from .compiler.lower import compile_model
     from .compiler.model import find_model
+    from .errors import BadInput
+    from .handgrad import check_hand_gradients, parse_ranges, report_lines
     from .verify import GRAD_RTOL, VALUE_RTOL, as_dict, check_gradients, check_values
     wb, graph = load(args.file)
-    spec = find_model(wb, args.sheet, args.params, args.loss)    # bad model flags fail before the work
+    hand_flags = (args.grad, args.of, args.wrt)
+    spec = hand = None
+    if any(hand_flags):                     # bad flags fail before the work
+        if not all(hand_flags):
+            raise BadInput("--grad, --of and --wrt go together, e.g. --grad K4:K33 --of F4:F33 --wrt C4:C33")
+        if args.params or args.loss or args.values_only:
+            raise BadInput("--grad checks hand-written derivatives; --params, --loss and --values-only belong to "
+                           "the Solver-model check: give one or the other")
+        areas = parse_ranges(wb, args.grad, args.of, args.wrt, args.sheet)
+    else:
+        spec = find_model(wb, args.sheet, args.params, args.loss)
     recalc = recalculate(wb, graph)
     skipped_cells = set()
     for fid in recalc.skipped:
@@ -162,18 +195,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rows, cols = fam.out_cells()
         skipped_cells.update((fam.sheet, int(r), int(c)) for r, c in zip(rows, cols))
     sheets = check_values(wb, recalc, skipped_cells)
-    model = compile_model(wb, graph, spec)     # the workbook is read and parsed once
-    grads = None if args.values_only else check_gradients(model)
-    ok = all(s.ok for s in sheets) and (grads is None or grads.ok)
+    grads = None
+    if spec is None:
+        hand = check_hand_gradients(wb, graph, recalc.grids, *areas)
+    elif not args.values_only:
+        grads = check_gradients(compile_model(wb, graph, spec))     # the workbook is read and parsed once
+    ok = all(s.ok for s in sheets) and (grads is None or grads.ok) and (hand is None or hand.ok)
     if args.json:
         print(json.dumps({
-            "ok": ok, "objective": spec.objective_name,
+            "ok": ok, "objective": spec.objective_name if spec else None, "model_note": spec.note if spec else "",
             "values": [as_dict(s) for s in sheets], "value_rtol": VALUE_RTOL,
             "gradients": None if grads is None else {
                 "ok": grads.ok, "objective_value": grads.objective, "rtol": GRAD_RTOL,
                 "checks": [dict(vars(g), ok=g.ok) for g in grads.checks]},
+            "hand_gradients": hand.as_dict() if hand else None,
         }, indent=2))
         return EXIT_OK if ok else EXIT_FAILED
+    if spec is not None and spec.note:
+        print(f"model     {spec.objective_name} ({spec.source}): {spec.note}")
     print(f"values (recomputed vs cached, fail above rel {VALUE_RTOL:g})")
     for s in sheets:
         status = "ok  " if s.ok else "FAIL"
@@ -196,19 +235,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for g in grads.checks:
             if not g.ok:
                 print(f"       {g.cell} ({g.label}): autograd {g.autograd:.10g} vs {g.finite_difference:.10g}")
+    if hand is not None:
+        print("\n".join(report_lines(hand)))
     print("verify: " + ("passed" if ok else "FAILED"))
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def default_output(src: Path) -> Path:
+def default_output(src: Path, tag: str = "trained") -> Path:
     """titanic.xlsx -> titanic.trained.xlsx beside it; the suffix is kept (an .xlsm stays .xlsm,
     since its content type says macro-enabled and Excel refuses a mismatched suffix)."""
-    return src.with_name(f"{src.stem}.trained{src.suffix}")
+    return src.with_name(f"{src.stem}.{tag}{src.suffix}")
 
 
-def _train_output(src: Path, given: str | None) -> Path:
+def _workbook_output(src: Path, given: str | None, tag: str = "trained") -> Path:
     from .errors import BadInput
-    out = Path(given) if given else default_output(src)
+    out = Path(given) if given else default_output(src, tag)
     if not out.parent.is_dir():
         raise BadInput(f"{out}: folder {out.parent} does not exist")
     if out.exists() and out.resolve() == src.resolve():
@@ -230,10 +271,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .errors import BadInput
     from .progress import Progress
     from .train import TrainOptions, train, trace_sheet
-    from .writeback import free_sheet_name, sheet_names, write_trained
+    from .writeback import free_sheet_name, parameter_cells, sheet_names, write_trained
     t_start = time.perf_counter()
     src = Path(args.file)
-    out = _train_output(src, args.output)          # a bad output path fails before the work
+    out = _workbook_output(src, args.output)       # a bad output path fails before the work
     if args.device == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda: CUDA is not available on this machine (torch sees no GPU)")
     device = pick_device(args.device)
@@ -245,10 +286,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = compile_model(wb, graph, spec, device)
     with Progress() as bar:                  # drawn only when stderr is a terminal
         result = train(model, opts, bar)
-    values: dict[str, dict[tuple[int, int], float]] = {}
-    for name, area in model.param_areas.items():
-        for (r, c), v in zip(area.cells(), result.weights[name].reshape(-1).tolist()):
-            values.setdefault(area.sheet, {})[(r, c)] = v
+    values = parameter_cells(model.param_areas, result.weights)
     sheet, shown = trace_sheet(result, model, free_sheet_name(sheet_names(src), "sgd_steps"))
     written = write_trained(src, out, wb, graph, values, list(model.param_areas.values()), [sheet])
     cell = written.recalc.grids.value(*spec.objective)
@@ -297,6 +335,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     every = "every step" if result.log_every == 1 else f"every {result.log_every} steps"
     print(f"wrote     {out}  ({written.cells_written:,} cells; trace sheet {sheet.name!r}: "
           f"{n_rows:,} row{'s' if n_rows != 1 else ''}, {every})")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .api import compile_workbook
+    from .export import export
+    c = compile_workbook(args.file, args.sheet, args.params, args.loss)
+    files = export(c.model, Path(args.output), args.file)
+    names = {n: str(a) for n, a in c.model.param_areas.items()}
+    if args.json:
+        print(json.dumps({"files": [str(f) for f in files], "objective": c.spec.objective_name,
+                          "parameters": names}, indent=2))
+        return EXIT_OK
+    print(f"exported  {c.spec.objective_name} and its {len(names)} parameter range(s): "
+          + ", ".join(f"{n} = {a}" for n, a in names.items()))
+    for f in files:
+        print(f"wrote     {f}")
+    return EXIT_OK
+
+
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from .export import write_weights
+    src = Path(args.file)
+    out = _workbook_output(src, args.output, "imported")   # a bad output path fails before the work
+    written, spec = write_weights(src, Path(args.weights), out, args.sheet, args.params, args.loss)
+    objective = written.recalc.grids.value(*spec.objective)
+    for stale in written.stale:
+        print(f"xl2nn: warning: kept a stale cached value (unsupported function): {stale}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"output": str(out), "objective": spec.objective_name, "objective_value": objective,
+                          "cells_written": written.cells_written, "stale": written.stale}, indent=2))
+        return EXIT_OK
+    print(f"imported  {args.weights} into {spec.objective_name}'s parameter cells")
+    print(f"objective {spec.objective_name} = {objective!r}")
+    print(f"wrote     {out}  ({written.cells_written:,} cells)")
     return EXIT_OK
 
 

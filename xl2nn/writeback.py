@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from .cells import Area, CellValue
 from .compiler.grid import Recalc, recalculate
 from .errors import BadInput
@@ -81,6 +83,16 @@ def parameter_dependents(graph: Graph, params: Sequence[Area]) -> set[int]:
         if fam.deps & out or reads_any(fam, list(params)):
             out.add(fid)
     return out
+
+
+def parameter_cells(areas: Mapping[str, Area], weights: Mapping[str, np.ndarray]
+                    ) -> dict[str, dict[tuple[int, int], float]]:
+    """Weights by parameter name -> the values of their cells, by sheet and (row, col)."""
+    values: dict[str, dict[tuple[int, int], float]] = {}
+    for name, area in areas.items():
+        for (r, c), v in zip(area.cells(), np.asarray(weights[name]).reshape(-1).tolist()):
+            values.setdefault(area.sheet, {})[(r, c)] = float(v)
+    return values
 
 
 @dataclass

@@ -9,11 +9,13 @@ gather otherwise.
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.fx.traceback as fx_traceback
 from torch import nn
 
 from ..cells import Area, a1, cell_name
@@ -112,6 +114,7 @@ class CompiledModel(nn.Module):
         self._constant_objective = fam.id not in dynamic
         self._literals: dict = {}
         self.outputs: dict[int, torch.Tensor] = {}
+        self.tracing = False
         self.terms_of, self.not_decomposable = _decomposition(fam, self._steps, grids)
 
     @property
@@ -194,14 +197,22 @@ class CompiledModel(nn.Module):
         for step in self._steps:
             ctx = EvalContext(resolve=lambda ref, s=step: s.plans[ref].read(outs), device=self.device_,
                               checked=False, literals=self._literals)
-            v = evaluate(step.family.ast, ctx)
-            outs[step.family.id] = _flat_output(step.family, v)
+            with self._origin(step.family):
+                v = evaluate(step.family.ast, ctx)
+                outs[step.family.id] = _flat_output(step.family, v)
         self.outputs = outs
         fid, local = self._objective
         if self._constant_objective:
             sheet, row, col = self.spec.objective
             return torch.tensor(float(self.grids.num[sheet][row, col]), dtype=torch.float64, device=self.device_)
         return outs[fid][local]
+
+    def _origin(self, fam: Family):
+        """While traced (Program), each op records the family it computes: generated code names
+        its cells. A no-op otherwise."""
+        if not self.tracing:
+            return nullcontext()
+        return fx_traceback.annotate({"cells": f"{fam.area} {fam.formula}"})
 
     # -- reading results
     def value(self, cell: str) -> torch.Tensor:

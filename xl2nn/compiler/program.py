@@ -10,6 +10,7 @@ checked against it at the workbook's weights and at perturbed weights before it 
 from __future__ import annotations
 
 import torch
+import torch.fx.traceback as fx_traceback
 from torch import fx, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
@@ -111,7 +112,12 @@ def _trace(model: CompiledModel, index: torch.Tensor | None) -> fx.GraphModule:
     inputs = [model.weights[n].detach() for n in names]
     if index is not None:
         inputs.append(index)
-    return make_fx(run)(*inputs)
+    model.tracing = True
+    try:
+        with fx_traceback.preserve_node_meta():
+            return make_fx(run)(*inputs)
+    finally:
+        model.tracing = False
 
 
 __all__ = ["Program", "TRACE_RTOL"]

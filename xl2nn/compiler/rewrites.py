@@ -36,14 +36,29 @@ def _is_zero(gm: fx.GraphModule, node: object) -> bool:
 
 def _rewrite(gm: fx.GraphModule, rule: Callable[[fx.GraphModule, fx.Node], object]) -> bool:
     changed = False
-    for node in list(gm.graph.nodes):
+    known = set(gm.graph.nodes)
+    for node in list(known):
         if node.op != "call_function":
             continue
         new = rule(gm, node)
         if new is not None and new is not node:
+            _inherit_cells(new, node, known)
             node.replace_all_uses_with(new)
             changed = True
     return changed
+
+
+def _inherit_cells(new: object, old: fx.Node, known: set[fx.Node]) -> None:
+    """Nodes a rule made take the cells of the node they replace (generated code names them)."""
+    cells = old.meta.get("custom")
+    todo = [new] if isinstance(new, fx.Node) else []
+    while todo and cells:
+        n = todo.pop()
+        if n in known or n.op != "call_function":
+            continue
+        known.add(n)
+        n.meta.setdefault("custom", dict(cells))
+        todo.extend(n.all_input_nodes)
 
 
 def _drop_lift(gm: fx.GraphModule, node: fx.Node) -> object:
@@ -270,8 +285,9 @@ def _view_past_binary(gm: fx.GraphModule, node: fx.Node) -> object:
             const = _new_constant(gm, node, c.reshape(_val(x).shape).contiguous())
             const.meta["val"] = _val(x)
             args = (x, const) if k == 0 else (const, x)
-            inner = new_node(gm, node.target, args, _val(x).shape, _val(node))
-            new = new_node(gm, aten.view.default, (inner, list(_val(node).shape)), _val(node).shape, _val(node))
+            inner = new_node(gm, node.target, args, _val(x).shape, _val(node), node)
+            new = new_node(gm, aten.view.default, (inner, list(_val(node).shape)), _val(node).shape, _val(node),
+                           node)
         return new
     return None
 
@@ -282,8 +298,9 @@ def _view_past_unary(gm: fx.GraphModule, node: fx.Node) -> object:
         return None
     x = node.args[0].args[0]
     with gm.graph.inserting_before(node):
-        inner = new_node(gm, node.target, (x,) + tuple(node.args[1:]), _val(x).shape, _val(node))
-        return new_node(gm, aten.view.default, (inner, list(_val(node).shape)), _val(node).shape, _val(node))
+        inner = new_node(gm, node.target, (x,) + tuple(node.args[1:]), _val(x).shape, _val(node), node)
+        return new_node(gm, aten.view.default, (inner, list(_val(node).shape)), _val(node).shape, _val(node),
+                        node)
 
 
 def _reduce_through_view(gm: fx.GraphModule, node: fx.Node) -> object:
@@ -292,7 +309,7 @@ def _reduce_through_view(gm: fx.GraphModule, node: fx.Node) -> object:
         src = node.args[0]
         if isinstance(src, fx.Node) and src.target in _VIEWS:
             with gm.graph.inserting_before(node):
-                return new_node(gm, node.target, (src.args[0],), (), _val(node))
+                return new_node(gm, node.target, (src.args[0],), (), _val(node), node)
     return None
 
 

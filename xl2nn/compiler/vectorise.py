@@ -9,6 +9,7 @@ by index arithmetic (which entries each piece reads), never assumed from names.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Sequence
 
 import torch
 from torch import fx
@@ -28,11 +29,26 @@ def meta_value(node: object) -> torch.Tensor | None:
     return node.meta.get("val") if isinstance(node, fx.Node) else None
 
 
-def new_node(gm: fx.GraphModule, target, args: tuple, shape, like: torch.Tensor) -> fx.Node:
-    """A new node; its recorded value is a meta tensor (shape and dtype are all rewrites read)."""
+def new_node(gm: fx.GraphModule, target, args: tuple, shape, like: torch.Tensor,
+             origin: fx.Node | Sequence[fx.Node] = ()) -> fx.Node:
+    """A new node; its recorded value is a meta tensor (shape and dtype are all rewrites read).
+    It keeps the cells of the node(s) it replaces, so generated code can still name them."""
     node = gm.graph.call_function(target, args)
     node.meta["val"] = torch.empty(tuple(shape), dtype=like.dtype, device="meta")
+    cells = cells_of([origin] if isinstance(origin, fx.Node) else origin)
+    if cells:
+        node.meta["custom"] = {"cells": cells}
     return node
+
+
+def cells_of(nodes: Sequence[fx.Node]) -> str:
+    """The cells (families) the nodes were traced from, each once, in order."""
+    seen: dict[str, None] = {}
+    for n in nodes:
+        for part in n.meta.get("custom", {}).get("cells", "").split("; "):
+            if part:
+                seen[part] = None
+    return "; ".join(seen)
 
 
 def fuse_matmuls(gm: fx.GraphModule) -> bool:
@@ -51,11 +67,11 @@ def fuse_matmuls(gm: fx.GraphModule) -> bool:
         widths = [meta_value(b).shape[1] for b in bs]
         out = meta_value(group[0])
         with gm.graph.inserting_before(output):
-            cat = new_node(gm, aten.cat.default, (bs, 1), (meta_value(bs[0]).shape[0], sum(widths)), out)
-            wide = new_node(gm, aten.mm.default, (group[0].args[0], cat), (out.shape[0], sum(widths)), out)
+            cat = new_node(gm, aten.cat.default, (bs, 1), (meta_value(bs[0]).shape[0], sum(widths)), out, group)
+            wide = new_node(gm, aten.mm.default, (group[0].args[0], cat), (out.shape[0], sum(widths)), out, group)
             start = 0
             for node, w in zip(group, widths):
-                piece = new_node(gm, aten.slice.Tensor, (wide, 1, start, start + w), meta_value(node).shape, out)
+                piece = new_node(gm, aten.slice.Tensor, (wide, 1, start, start + w), meta_value(node).shape, out, node)
                 node.replace_all_uses_with(piece)
                 start += w
         changed = True
@@ -119,7 +135,8 @@ def sink_unary(gm: fx.GraphModule) -> bool:
             continue
         (op,) = ops
         with gm.graph.inserting_before(output):
-            whole = new_node(gm, op, (root,), meta_value(root).shape, meta_value(root))
+            whole = new_node(gm, op, (root,), meta_value(root).shape, meta_value(root),
+                             [next(iter(leaf.users)) for leaf in leaves])
             for leaf in leaves:
                 user = next(iter(leaf.users))
                 user.replace_all_uses_with(_copy_path(gm, root, leaf, whole))
@@ -153,9 +170,10 @@ def sum_pieces(gm: fx.GraphModule) -> bool:
             continue
         with gm.graph.inserting_before(node):
             half = meta_value(root).numel() // 2
-            pairs = new_node(gm, aten.view.default, (root, [half, 2]), (half, 2), meta_value(root))
-            total = new_node(gm, aten.sum.dim_IntList, (pairs, [1]), (half,), meta_value(root))
-            new = new_node(gm, aten.view.default, (total, list(meta_value(node).shape)), meta_value(node).shape, meta_value(node))
+            pairs = new_node(gm, aten.view.default, (root, [half, 2]), (half, 2), meta_value(root), node)
+            total = new_node(gm, aten.sum.dim_IntList, (pairs, [1]), (half,), meta_value(root), node)
+            new = new_node(gm, aten.view.default, (total, list(meta_value(node).shape)), meta_value(node).shape,
+                           meta_value(node), node)
         node.replace_all_uses_with(new)
         changed = True
     return changed
@@ -191,9 +209,9 @@ def cat_of_slices(gm: fx.GraphModule, node: fx.Node) -> object:
     k = len(starts)
     like = meta_value(source)
     with gm.graph.inserting_before(node):
-        sl = new_node(gm, aten.slice.Tensor, (source, 0, starts[0], starts[0] + n * k), (n * k,), like)
-        rows = new_node(gm, aten.view.default, (sl, [k, n]), (k, n), like)
-        new = new_node(gm, aten.t.default, (rows,), (n, k), like)
+        sl = new_node(gm, aten.slice.Tensor, (source, 0, starts[0], starts[0] + n * k), (n * k,), like, parts)
+        rows = new_node(gm, aten.view.default, (sl, [k, n]), (k, n), like, parts)
+        new = new_node(gm, aten.t.default, (rows,), (n, k), like, parts)
     new.meta.update(node.meta)
     return new
 

@@ -15,7 +15,6 @@ import os
 import posixpath
 import re
 import shutil
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..cells import ERROR_CODES, MAX_COL, MAX_ROW, CellError, CellValue, a1, col
 from ..errors import BadInput
 from ..ooxml import (M, NS_MAIN, NS_REL, parse_xml, part_relationships, read_part, rels_path,
                      sheet_parts, workbook_part)
+from .atomic import atomic_output
 from .trace_sheet import (MAX_CELL_TEXT, XML_DECL, LineChart, NewSheet, cell_text, chart_anchor, chart_xml,
                           drawing_rels_xml, drawing_xml, integral_column, needs_preserve, sheet_rels_xml, sheet_xml,
                           table_of, xml_escape)
@@ -900,43 +900,10 @@ def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int
             wb_path = workbook_part(zf, label)
             pkg.put(wb_path, _set_full_calc_on_load(pkg.get_text(wb_path), f"{label}: {wb_path}"))
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), _new_file_mode(dst))  # mkstemp makes 0600: use the usual mode
-                try:
-                    _write_package(zf, fh, pkg.replaced, pkg.added)
-                except zipfile.BadZipFile as exc:
-                    raise BadInput(f"{label}: damaged zip archive: {exc}") from None
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, dst)
-        except BaseException:
+        with atomic_output(dst) as fh:
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-    _fsync_dir(dst.parent)
+                _write_package(zf, fh, pkg.replaced, pkg.added)
+            except zipfile.BadZipFile as exc:
+                raise BadInput(f"{label}: damaged zip archive: {exc}") from None
 
 
-def _new_file_mode(dst: Path) -> int:
-    try:
-        return dst.stat().st_mode & 0o777  # replacing a file: keep its permissions
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
