@@ -5,9 +5,12 @@ Shared by the reader and the writer so both agree on the package layout.
 from __future__ import annotations
 
 import posixpath
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 
+from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from .errors import BadInput
@@ -21,6 +24,11 @@ PR = "{%s}" % NS_PKG_REL
 
 # Guard against zip bombs: no single part we parse may inflate beyond this.
 MAX_PART_BYTES = 1 << 30
+
+# What zipfile and zlib raise on a damaged, foreign or encrypted archive (zipfile has no one
+# base class for these): each means "this file cannot be read", never a bug of ours.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError,
+              zlib.error, struct.error, ValueError)
 
 
 @dataclass(frozen=True)
@@ -49,14 +57,26 @@ def read_part(zf: zipfile.ZipFile, path: str, file_label: str) -> bytes:
         raise BadInput(f"{file_label}: workbook part {path} is missing") from None
     if info.file_size > MAX_PART_BYTES:
         raise BadInput(f"{file_label}: part {path} would inflate to {info.file_size:,} bytes; refusing")
-    return zf.read(path)
+    try:
+        return zf.read(path)
+    except (OSError, *ZIP_ERRORS) as exc:     # OSError: a member's offset points outside the file
+        raise BadInput(f"{file_label}: cannot read {path}: {why_unreadable(exc)}") from None
 
 
 def parse_xml(data: bytes, file_label: str, path: str):
     try:
         return SafeET.fromstring(data)
     except Exception as exc:  # defusedxml raises several types, all mean "unusable"
-        raise BadInput(f"{file_label}: cannot parse {path}: {exc}") from None
+        raise BadInput(f"{file_label}: cannot parse {path}: {why_unreadable(exc)}") from None
+
+
+def why_unreadable(exc: Exception) -> str:
+    """A part that cannot be read, in words: entity tricks and broken zips named as such."""
+    if isinstance(exc, DefusedXmlException):
+        return f"it declares XML entities or a DTD, which are refused (a possible entity bomb): {exc!r}"
+    if isinstance(exc, ZIP_ERRORS):
+        return f"the zip archive is damaged or uses a feature xl2nn cannot read ({exc})"
+    return str(exc)
 
 
 def part_relationships(zf: zipfile.ZipFile, part: str, file_label: str) -> dict[str, tuple[str, str]]:

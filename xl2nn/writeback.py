@@ -12,7 +12,7 @@ from .cells import Area, CellValue
 from .compiler.grid import Recalc, recalculate
 from .errors import BadInput
 from .ir.graph import Graph, reads_any
-from .ooxml import M, parse_xml, read_part, workbook_part
+from .ooxml import M, ZIP_ERRORS, parse_xml, read_part, workbook_part
 from .reader.workbook import Workbook
 from .writer import NewSheet, patch_workbook
 
@@ -59,7 +59,7 @@ def sheet_names(src: Path) -> list[str]:
         with zipfile.ZipFile(src) as zf:
             part = workbook_part(zf, label)
             root = parse_xml(read_part(zf, part, label), label, part)
-    except zipfile.BadZipFile:
+    except ZIP_ERRORS:
         raise BadInput(f"{label}: not an xlsx file (not a zip archive)") from None
     sheets = root.find(M + "sheets")
     return [el.get("name", "") for el in (sheets if sheets is not None else [])]

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from ..cells import MAX_COL, MAX_ROW, CellError, CellValue, cell_name
-from ..formula.ast import Ref, refs
-from ..functions import FUNCTIONS
+from ..formula.ast import Ref, refs, to_text
+from ..functions import FUNCTIONS, VOLATILE
 from ..functions.values import BOOL, EMPTY, ERROR, NUM, TEXT, Val, to_objects
 from ..ir.families import Family, calls
 from ..ir.graph import Graph
@@ -199,8 +199,10 @@ def recalculate(wb: Workbook, graph: Graph, only: set[int] | None = None,
             continue
         fam = graph.families[fid]
         missing = unsupported(fam)
+        volatile = missing & VOLATILE
         if missing:
-            result.skipped[fid] = "unsupported " + ", ".join(sorted(missing))
+            result.skipped[fid] = ("volatile " + ", ".join(sorted(volatile)) + ": cached values used as a snapshot"
+                                   if volatile else "unsupported " + ", ".join(sorted(missing)))
             continue
         val = evaluate_family(fam, grids, device, literals)
         grids.write(fam, val)
@@ -216,7 +218,27 @@ def evaluate_family(fam: Family, grids: Grids, device: torch.device, literals: d
         return evaluate(fam.ast, ctx)
 
 
-def error_origin(graph: Graph, grids: Grids, sheet: str, row: int, col: int) -> str:
+def error_source(graph: Graph, grids: Grids, sheet: str, row: int, col: int) -> str:
+    """Where an error comes from, for a person: the first error cell, its formula, and the
+    text it read where it expected a number."""
+    sheet, row, col = _first_error(graph, grids, sheet, row, col)
+    fam = graph.family_at(sheet, row, col)
+    where = cell_name(sheet, row, col)
+    if fam is None:
+        return f"{where}, which holds {grids.value(sheet, row, col)}"
+    text = []
+    for ref in refs(fam.ast):
+        R, C = grids.index(ref, np.array([row]), np.array([col]))
+        kinds = grids.kind.get(ref.sheet)
+        for r, c in zip(R.reshape(-1).tolist(), C.reshape(-1).tolist()):
+            if kinds is not None and r < kinds.shape[0] and c < kinds.shape[1] and kinds[r, c] == TEXT:
+                text.append(f"{cell_name(ref.sheet, r, c)} = {grids.value(ref.sheet, r, c)!r}")
+    reads = f"; it reads text where a number belongs: {', '.join(text[:3])}" if text else ""
+    formula = "=" + to_text(fam.ast, row, col, fam.sheet)
+    return f"{where} ({formula}{reads})"
+
+
+def _first_error(graph: Graph, grids: Grids, sheet: str, row: int, col: int) -> tuple[str, int, int]:
     """Follow an error value back to the first cell that produced it from clean inputs."""
     seen = set()
     while (sheet, row, col) not in seen:
@@ -240,7 +262,7 @@ def error_origin(graph: Graph, grids: Grids, sheet: str, row: int, col: int) -> 
         if nxt is None:
             break
         sheet, row, col = nxt
-    return cell_name(sheet, row, col)
+    return sheet, row, col
 
 
-__all__ = ["Grids", "Recalc", "recalculate", "evaluate_family", "ref_index", "error_origin", "to_objects"]
+__all__ = ["Grids", "Recalc", "recalculate", "evaluate_family", "ref_index", "error_source", "to_objects"]

@@ -9,6 +9,7 @@ gather otherwise.
 from __future__ import annotations
 
 import re
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
@@ -18,14 +19,15 @@ import torch
 import torch.fx.traceback as fx_traceback
 from torch import nn
 
-from ..cells import Area, a1, cell_name
+from ..cells import Area, CellError, a1, cell_name
 from ..errors import BadInput, UnsupportedFormula
 from ..formula.ast import Call, Ref, refs
+from ..functions import VOLATILE
 from ..functions.values import NUM, Val
 from ..ir.families import Family
 from ..ir.graph import Graph, reads_any
 from ..reader.workbook import Workbook
-from .grid import Grids, recalculate, ref_index, unsupported
+from .grid import Grids, error_source, recalculate, ref_index, unsupported
 from .interpret import EvalContext, evaluate
 from .model import ModelSpec
 
@@ -351,29 +353,50 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     if root is None:
         raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is not a formula cell")
     needed = graph.ancestors([root.id])
-    _check_supported(wb, graph, needed)
     # Which needed families read a parameter, directly or through other families.
     reads_param = {f for f in needed if reads_any(graph.families[f], spec.params)}
     dynamic: set[int] = set()
     for fid in graph.order:
         if fid in needed and (fid in reads_param or graph.families[fid].deps & dynamic):
             dynamic.add(fid)
+    snapshots = _check_supported(wb, graph, needed, dynamic)
     grids = recalculate(wb, graph, only=needed).grids
     order = [f for f in graph.order if f in dynamic]
-    return CompiledModel(wb, graph, spec, grids, needed, order, device)
+    model = CompiledModel(wb, graph, spec, grids, needed, order, device)   # checks the parameter cells
+    value = grids.value(sheet, row, col)
+    if isinstance(value, CellError):    # no gradient flows through an error: say where it starts
+        raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is {value} at the workbook's "
+                       f"weights; it comes from {error_source(graph, grids, sheet, row, col)}")
+    if snapshots:
+        warnings.warn(SnapshotWarning(
+            f"{wb.path}: the model reads volatile functions' cached values as constants (Excel would "
+            f"recompute them): {'; '.join(snapshots)}"), stacklevel=2)
+    return model
 
 
-def _check_supported(wb: Workbook, graph: Graph, needed: set[int]) -> None:
+class SnapshotWarning(UserWarning):
+    """Cells of volatile functions (RAND, NOW, OFFSET, ...) enter the model as their cached values."""
+
+
+def _check_supported(wb: Workbook, graph: Graph, needed: set[int], dynamic: set[int]) -> list[str]:
+    """Refuse functions xl2nn lacks; return the volatile ones the model reads as constants."""
     missing: dict[str, list[str]] = {}
+    snapshots: list[str] = []
     for fid in needed:
         fam = graph.families[fid]
-        for name in unsupported(fam):
-            missing.setdefault(name, []).append(str(fam.area))
+        names = unsupported(fam)
+        if names and names <= VOLATILE and fid not in dynamic:
+            snapshots.append(f"{', '.join(sorted(names))} in {fam.area}")
+            continue
+        for name in names:
+            missing.setdefault(name + (" (volatile, and it depends on the parameters)" if name in VOLATILE else ""),
+                               []).append(str(fam.area))
     if missing:
         parts = [f"{name} (in {', '.join(cells[:3])}{', ...' if len(cells) > 3 else ''})"
                  for name, cells in sorted(missing.items())]
         raise UnsupportedFormula(f"{wb.path}: the model uses functions xl2nn does not support: "
                                  + "; ".join(parts))
+    return sorted(snapshots)
 
 
-__all__ = ["CompiledModel", "compile_model", "param_name", "ref_index"]
+__all__ = ["CompiledModel", "SnapshotWarning", "compile_model", "param_name", "ref_index"]

@@ -4,7 +4,7 @@ Importing this package registers every function in FUNCTIONS.
 """
 from . import logical, math, statistical  # noqa: F401  (registration)
 from .operators import binary, unary
-from .registry import FUNCTIONS, Context, Function
+from .registry import FUNCTIONS, VOLATILE, Context, Function
 from .values import Val
 
-__all__ = ["FUNCTIONS", "Context", "Function", "Val", "binary", "unary"]
+__all__ = ["FUNCTIONS", "VOLATILE", "Context", "Function", "Val", "binary", "unary"]

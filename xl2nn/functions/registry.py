@@ -37,6 +37,12 @@ class Function:
 
 FUNCTIONS: dict[str, Function] = {}
 
+# Excel recomputes these on every change (random numbers, the clock, references built at run
+# time). xl2nn does not: their cells keep the workbook's cached values, a snapshot, and a
+# model may read them only as constants.
+VOLATILE = frozenset({"RAND", "RANDBETWEEN", "RANDARRAY", "NOW", "TODAY", "OFFSET", "INDIRECT",
+                      "CELL", "INFO"})
+
 
 def excel(name: str, category: str, *, min_args: int = 0, max_args: int = 255,
           differentiable: bool = True) -> Callable[[Impl], Impl]:

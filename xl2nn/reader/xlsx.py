@@ -13,7 +13,8 @@ from defusedxml.ElementTree import iterparse
 
 from ..cells import Area, CellError, CellValue, a1, parse_a1
 from ..errors import BadInput
-from ..ooxml import M, parse_xml, part_relationships, read_part, sheet_parts, workbook_part, MAX_PART_BYTES
+from ..ooxml import (M, MAX_PART_BYTES, ZIP_ERRORS, parse_xml, part_relationships, read_part, sheet_parts, why_unreadable,
+                     workbook_part)
 from .workbook import DefinedName, Formula, Sheet, Table, Workbook
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -43,7 +44,7 @@ def read_workbook(path: str | os.PathLike[str]) -> Workbook:
     _check_container(p, label)
     try:
         zf = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (OSError, *ZIP_ERRORS) as exc:
         raise BadInput(f"{label}: not a readable .xlsx workbook ({exc})") from None
     with zf:
         total = sum(i.file_size for i in zf.infolist())
@@ -57,7 +58,19 @@ def read_workbook(path: str | os.PathLike[str]) -> Workbook:
             wb.sheets[sheet.name] = sheet
             for table in _tables(zf, part.path, sheet.name, label):
                 wb.tables[table.name.lower()] = table
+        active = wb.sheet_by_index(_active_tab(zf, label))
+        wb.active_sheet = active.name if active is not None else None
     return wb
+
+
+def _active_tab(zf: zipfile.ZipFile, label: str) -> int:
+    """The first workbook view's activeTab: the sheet Excel shows on open (0 when absent)."""
+    wb = workbook_part(zf, label)
+    view = next(parse_xml(read_part(zf, wb, label), label, wb).iter(M + "workbookView"), None)
+    try:
+        return int(view.get("activeTab", "0")) if view is not None else 0
+    except ValueError:
+        return 0
 
 
 def _shared_strings(zf: zipfile.ZipFile, label: str) -> list[str]:
@@ -136,7 +149,11 @@ def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str],
     row_no = 0
     col_no = 0
     cell_tag, row_tag, v_tag, f_tag, is_tag = M + "c", M + "row", M + "v", M + "f", M + "is"
-    with zf.open(path) as fh:
+    try:
+        fh = zf.open(path)
+    except (OSError, *ZIP_ERRORS) as exc:
+        raise BadInput(f"{label}: cannot read sheet {sheet.name!r}: {why_unreadable(exc)}") from None
+    with fh:
         try:
             for _event, el in iterparse(fh, events=("end",)):
                 tag = el.tag
@@ -173,7 +190,7 @@ def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str],
         except BadInput:
             raise
         except Exception as exc:
-            raise BadInput(f"{label}: cannot read sheet {sheet.name!r}: {exc}") from None
+            raise BadInput(f"{label}: cannot read sheet {sheet.name!r}: {why_unreadable(exc)}") from None
     for pos, si in children.items():
         if si not in masters:
             raise BadInput(f"{label}: {sheet.name}!{_a1(pos)}: shared formula {si} has no master")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..cells import ERROR_CODES, MAX_COL, MAX_ROW, CellError, CellValue, a1, col_letters, col_number
 from ..errors import BadInput
-from ..ooxml import (M, NS_MAIN, NS_REL, parse_xml, part_relationships, read_part, rels_path,
+from ..ooxml import (M, NS_MAIN, ZIP_ERRORS, why_unreadable, NS_REL, parse_xml, part_relationships, read_part, rels_path,
                      sheet_parts, workbook_part)
 from .atomic import atomic_output
 from .trace_sheet import (MAX_CELL_TEXT, XML_DECL, LineChart, NewSheet, cell_text, chart_anchor, chart_xml,
@@ -876,8 +876,8 @@ def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int
 
     try:
         zf = zipfile.ZipFile(src)
-    except zipfile.BadZipFile:
-        raise BadInput(f"{label}: not an xlsx file (not a zip archive)") from None
+    except ZIP_ERRORS:
+        raise BadInput(f"{label}: not an xlsx file (not a readable zip archive)") from None
     except FileNotFoundError:
         raise BadInput(f"{label}: no such file") from None
     with zf:
@@ -903,7 +903,7 @@ def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int
         with atomic_output(dst) as fh:
             try:
                 _write_package(zf, fh, pkg.replaced, pkg.added)
-            except zipfile.BadZipFile as exc:
-                raise BadInput(f"{label}: damaged zip archive: {exc}") from None
+            except ZIP_ERRORS as exc:
+                raise BadInput(f"{label}: cannot copy the workbook: {why_unreadable(exc)}") from None
 
 
