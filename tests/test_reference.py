@@ -118,8 +118,13 @@ def test_inspect_reports_the_network(reference):
     assert info["families"] == 7 and info["formula_cells"] > 9000
 
 
-def test_several_models_need_a_sheet(reference):
-    r = run("inspect", str(reference))
-    assert r.returncode == 2
-    assert "linear, mmult, nnet" in r.stderr and "--sheet" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_several_models_use_the_sheet_it_opens_on(reference):
+    """Excel saved the workbook on nnet: without --sheet that model is used, as in Excel's Solver
+    dialog, and verify says so and how to pick another."""
+    r = run("inspect", str(reference), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"]["objective"] == "nnet!AH1"
+    r = run("verify", str(reference), "--values-only")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == ("model     nnet!AH1 (Solver): the sheet the workbook opens on, 'nnet'; "
+                                        "Solver models also on linear, mmult (pick one with --sheet NAME)")

@@ -84,9 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings (e.g. volatile cells used as snapshots) as one line each."""
+    print(f"xl2nn: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    import warnings
+    from .compiler.lower import SnapshotWarning
+    with warnings.catch_warnings():          # restores the filters and showwarning afterwards
+        warnings.simplefilter("always", SnapshotWarning)
+        warnings.showwarning = _warning_line
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return {"inspect": cmd_inspect, "eval": cmd_eval, "verify": cmd_verify,
                 "train": cmd_train, "export": cmd_export,
@@ -131,6 +145,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                                    for sh in c.workbook.sheets.values()))
     sense = {"min": "minimise", "max": "maximise", "value": f"reach {spec.target} with"}[spec.sense]
     print(f"model     {sense} {spec.objective_name}  ({spec.source})")
+    if spec.note:
+        print(f"          {spec.note}")
     for name, area in c.model.param_areas.items():
         h, w = area.shape
         labels = c.model.param_labels[name]
@@ -163,7 +179,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"recalculated {written:,} formula cells in {time.perf_counter() - t0:.2f}s → {out}")
         for why, cells in skipped.items():
-            print(f"warning: kept cached values ({why}): {', '.join(cells[:5])}"
+            print(f"xl2nn: warning: kept cached values ({why}): {', '.join(cells[:5])}"
                   f"{' ...' if len(cells) > 5 else ''}", file=sys.stderr)
     return EXIT_OK
 
@@ -197,7 +213,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     sheets = check_values(wb, recalc, skipped_cells)
     grads = None
     if spec is None:
-        hand = check_hand_gradients(wb, graph, recalc.grids, *areas)
+        hand = check_hand_gradients(wb, recalc.grids, *areas)
     elif not args.values_only:
         grads = check_gradients(compile_model(wb, graph, spec))     # the workbook is read and parsed once
     ok = all(s.ok for s in sheets) and (grads is None or grads.ok) and (hand is None or hand.ok)
@@ -325,6 +341,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     init = "workbook weights" if args.init == "workbook" else f"random weights (seed {args.seed})"
     rate = result.steps / result.seconds if result.seconds > 0 else float("inf")
     print(f"trained   {sense} {spec.objective_name}: {n_params} parameters from {init}")
+    if spec.note:
+        print(f"          {spec.note}")
     epochs = "" if result.batch_size is None else f" ({result.epochs:g} epochs of {result.steps_per_epoch} steps)"
     print(f"used      {args.optimizer}, lr {args.lr:g}, {batch}, {result.steps:,} steps{epochs}, "
           f"{device} {args.dtype}")

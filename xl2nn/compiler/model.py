@@ -21,6 +21,7 @@ class ModelSpec:
     sense: str = "min"            # "min", "max" or "value" (reach solver_val)
     target: float | None = None
     source: str = "Solver"
+    note: str = ""                # why this sheet, when several sheets have Solver models
 
     @property
     def objective_name(self) -> str:
@@ -77,16 +78,23 @@ def find_model(wb: Workbook, sheet: str | None = None, params: str | None = None
         except KeyError:
             raise BadInput(f"{wb.path}: no sheet named {sheet!r}; sheets: {', '.join(wb.sheets)}") from None
     candidates = solver_sheets(wb)
+    note = ""
     if sheet is None and not (params and loss):
         if not candidates:
             raise BadInput(f"{wb.path}: no Excel Solver model found (sheets: {', '.join(wb.sheets)}); "
                            "give the parameters and objective with --params RANGE[,RANGE] --loss CELL")
-        if len(candidates) > 1:
-            raise BadInput(f"{wb.path}: Solver models on several sheets ({', '.join(candidates)}); "
-                           "pick one with --sheet NAME")
         sheet = candidates[0]
+        if len(candidates) > 1:
+            # As Excel's Solver dialog does: the model of the sheet the workbook opens on.
+            if wb.active_sheet not in candidates:
+                raise BadInput(f"{wb.path}: Solver models on several sheets ({', '.join(candidates)}) and "
+                               "none on the sheet the workbook opens on; pick one with --sheet NAME")
+            sheet = wb.active_sheet
+            others = ", ".join(c for c in candidates if c != sheet)
+            note = (f"the sheet the workbook opens on, {sheet!r}; Solver models also on {others} "
+                    "(pick one with --sheet NAME)")
     home = sheet or next(iter(wb.sheets))
-    spec = ModelSpec(sheet=home, objective=("", 0, 0), params=[])
+    spec = ModelSpec(sheet=home, objective=("", 0, 0), params=[], note=note)
     if home in candidates:
         idx = wb.sheets[home].index
         names = {n.name.lower(): n.text for n in wb.names if n.sheet_index == idx}

@@ -98,10 +98,13 @@ def build_graph(wb: Workbook) -> Graph:
     owners = _claim_all(wb, families)
     while True:
         _link(families, owners)
-        loops = [f for f in families if f.id in f.deps and f.size > 1 and f.array is None]
+        # A run that reads its own cells (row k from row k-1), or runs that read each other's
+        # (an SGD sheet: b in row k is row k-1's "new b", computed from row k-1's b), is a
+        # recurrence: one op per cell. A cycle of single cells is a real circular reference.
+        cyclic = _cyclic(families)
+        loops = [f for f in families if f.id in cyclic and f.size > 1 and f.array is None]
         if not loops:
             break
-        # A run that reads its own cells (row k from row k-1) is a recurrence: one op per cell.
         keep = [f for f in families if f not in loops]
         for f in loops:
             keep.extend(split(f, 0))
@@ -110,7 +113,54 @@ def build_graph(wb: Workbook) -> Graph:
             f.deps = set()
         families = keep
         owners = _claim_all(wb, families)
-    return Graph(families, owners, _topological(families), problems)
+    return Graph(families, owners, _topological(families, wb.path), problems)
+
+
+def _cyclic(families: list[Family]) -> set[int]:
+    """Ids of the families on a dependency cycle: a self-loop or a strongly connected
+    component of two or more (Tarjan's algorithm, iterative: sheets can be deep)."""
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    stack: list[int] = []
+    on_stack: set[int] = set()
+    out: set[int] = set()
+    counter = 0
+    for root in (f.id for f in families):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(families[root].deps)))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(families[child].deps))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    top = stack.pop()
+                    on_stack.discard(top)
+                    component.append(top)
+                    if top == node:
+                        break
+                if len(component) > 1 or node in families[node].deps:
+                    out.update(component)
+    return out
 
 
 def _claim_all(wb: Workbook, families: list[Family]) -> OwnerMap:
@@ -129,7 +179,7 @@ def _link(families: list[Family], owners: OwnerMap) -> None:
         f.deps = deps
 
 
-def _topological(families: list[Family]) -> list[int]:
+def _topological(families: list[Family], label: str) -> list[int]:
     indegree = {f.id: 0 for f in families}
     users: dict[int, list[int]] = {f.id: [] for f in families}
     for f in families:
@@ -139,7 +189,7 @@ def _topological(families: list[Family]) -> list[int]:
                 users[d].append(f.id)
     self_loops = [f for f in families if f.id in f.deps]
     if self_loops:
-        _raise_cycle(families, [self_loops[0].id])
+        _raise_cycle(families, [self_loops[0].id], label)
     ready = [fid for fid, n in indegree.items() if n == 0]
     order: list[int] = []
     while ready:
@@ -151,7 +201,7 @@ def _topological(families: list[Family]) -> list[int]:
                 ready.append(u)
     if len(order) != len(families):
         left = {fid for fid, n in indegree.items() if n > 0}
-        _raise_cycle(families, _find_cycle(families, left))
+        _raise_cycle(families, _find_cycle(families, left), label)
     return order
 
 
@@ -167,6 +217,6 @@ def _find_cycle(families: list[Family], left: set[int]) -> list[int]:
     return path[seen[node]:]
 
 
-def _raise_cycle(families: list[Family], cycle: list[int]) -> None:
+def _raise_cycle(families: list[Family], cycle: list[int], label: str) -> None:
     names = [cell_name(families[i].sheet, int(families[i].rows[0]), int(families[i].cols[0])) for i in cycle]
-    raise CircularReference("circular reference: " + " -> ".join(names + names[:1]))
+    raise CircularReference(f"{label}: circular reference: " + " -> ".join(names + names[:1]))

@@ -80,6 +80,7 @@ class Workbook:
     tables: dict[str, Table]     # keyed by lower-case name
     names: list[DefinedName]
     warnings: list[str] = field(default_factory=list)
+    active_sheet: str | None = None   # the sheet the workbook opens on (Excel's activeTab)
 
     def sheet(self, name: str) -> Sheet:
         for s in self.sheets.values():
