@@ -19,7 +19,7 @@ import torch
 from .cells import Area, cell_name
 from .compiler.grid import Grids
 from .compiler.lower import CompiledModel, compile_model
-from .compiler.model import ModelSpec, _areas
+from .compiler.model import ModelSpec, parse_areas
 from .errors import BadInput
 from .ir.graph import build_graph
 from .reader.workbook import Formula, Workbook
@@ -87,7 +87,7 @@ def parse_ranges(wb: Workbook, grad: str, of: str, wrt: str, sheet: str | None) 
             raise BadInput(f"{wb.path}: no sheet named {sheet!r}; sheets: {', '.join(wb.sheets)}") from None
     out = []
     for flag, text in (("--grad", grad), ("--of", of), ("--wrt", wrt)):
-        areas = _areas(wb, text, home, flag)
+        areas = parse_areas(wb, text, home, flag)
         if len(areas) != 1:
             raise BadInput(f"{wb.path}: {flag} {text!r} must be one range, e.g. K4:K33")
         out.append(areas[0])

@@ -53,7 +53,8 @@ def _split_union(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _areas(wb: Workbook, text: str, sheet: str, what: str) -> list[Area]:
+def parse_areas(wb: Workbook, text: str, sheet: str, what: str) -> list[Area]:
+    """'a!$A$1:$B$2,C3' as Areas, unqualified parts on `sheet`; `what` names it in errors."""
     parser = FormulaParser(wb)
     out = []
     for part in _split_union(text.lstrip("=")):
@@ -115,12 +116,12 @@ def find_model(wb: Workbook, sheet: str | None = None, params: str | None = None
                        "give --params RANGE[,RANGE] and --loss CELL")
     if params and loss and (sheet is None or home not in candidates):
         spec.source = "--params/--loss"
-    objective = _areas(wb, loss, home, "objective")
+    objective = parse_areas(wb, loss, home, "objective")
     if len(objective) != 1 or objective[0].size != 1:
         raise BadInput(f"{wb.path}: the objective {loss!r} must be a single cell")
     o = objective[0]
     spec.objective = (o.sheet, o.r1, o.c1)
-    spec.params = _areas(wb, params, home, "parameter range")
+    spec.params = parse_areas(wb, params, home, "parameter range")
     spec.sheet = o.sheet
     return spec
 
@@ -129,5 +130,5 @@ def parse_cell_name(wb: Workbook, text: str, default_sheet: str) -> tuple[str, i
     m = re.match(r"^(?:(.+)!)?\$?([A-Za-z]{1,3})\$?(\d+)$", text.strip())
     if not m:
         raise BadInput(f"{wb.path}: {text!r} is not a cell like Sheet!B3")
-    area = _areas(wb, text, default_sheet, "cell")[0]
+    area = parse_areas(wb, text, default_sheet, "cell")[0]
     return area.sheet, area.r1, area.c1
