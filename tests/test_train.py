@@ -467,3 +467,22 @@ def test_progress_bar_only_on_a_terminal():
     assert text.startswith("\r[") and text.endswith("\n")
     last = text.rstrip("\n").split("\r")[-1]
     assert "10/10" in last and "loss 0.1 " in last and "steps/s" in last and "#" * 24 in last
+
+
+def test_small_models_train_on_one_thread_and_restore_the_count(tmp_path, monkeypatch):
+    """A titanic-sized model trains on one CPU thread (spinning workers cost 3-40x on a busy
+    machine); torch's own setting is restored afterwards."""
+    from xl2nn.api import compile_workbook
+    from xl2nn.train import TrainOptions, train
+    c = compile_workbook(regression(tmp_path / "fit.xlsx"))
+    seen = []
+    real = torch.optim.SGD.step
+
+    def step(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return real(self, *a, **k)
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    before = torch.get_num_threads()
+    train(c.model, TrainOptions(steps=3, lr=0.05))
+    assert seen == [1, 1, 1]
+    assert torch.get_num_threads() == before

@@ -31,6 +31,9 @@ DEFAULT_LR = 0.1          # plain SGD from random init reaches Solver's loss on 
 MOMENTUM = 0.9
 MAX_TRACE_ROWS = 1000     # the default --log-every keeps the trace sheet about this long
 CHECK_EVERY = 100         # steps between NaN/inf checks (each one is a device sync)
+# Below this many numbers in any one tensor, ops are too small to split across CPU threads, and
+# worker threads that spin while another process has the core slow a step 3-40x: use one.
+SMALL_TENSOR = 1 << 18
 
 
 @dataclass
@@ -113,11 +116,20 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
     dtype = DTYPES[opts.dtype]
     if dtype != torch.float64:
         _cast(program, dtype, opts.dtype)
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and _largest_tensor(program) < SMALL_TENSOR:
+        torch.set_num_threads(1)
     try:
         return _run(model, program, params, opts, gen, batch, per_epoch, total, log_every, progress)
     finally:
+        torch.set_num_threads(threads)
         if dtype != torch.float64:
             program.to(torch.float64)
+
+
+def _largest_tensor(program: Program) -> int:
+    tensors = list(program.buffers()) + list(program.model.weights.values())
+    return max((t.numel() for t in tensors), default=0)
 
 
 def _run(model: CompiledModel, program: Program, params: list[torch.nn.Parameter], opts: TrainOptions,
