@@ -395,3 +395,28 @@ def test_unknown_extensions_and_alternate_content(tmp_path):
         ws = openpyxl.load_workbook(dst, data_only=True)["model"]
     assert ws["E5"].value == pytest.approx(mse(sgd(W0, STEPS, LR)), rel=1e-12)
     assert DATA in parts(dst)
+
+
+def test_cells_inside_an_extension_after_sheet_data_are_not_read(tmp_path):
+    """Only <sheetData> holds cells: a main-namespace <c> inside an <extLst> after it is markup."""
+    import zipfile as _zip
+
+    from openpyxl import Workbook
+
+    from xl2nn.reader import read_workbook
+    src = tmp_path / "plain.xlsx"
+    wb = Workbook()
+    wb.active["A1"] = 1.5
+    wb.save(src)
+    out = tmp_path / "ext.xlsx"
+    ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    ext = (f'<extLst><ext uri="{{00000000-0000-0000-0000-000000000000}}">'
+           f'<c xmlns="{ns}" r="Z99"><v>5</v></c></ext></extLst>')
+    with _zip.ZipFile(src) as zin, _zip.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"</worksheet>", ext.encode() + b"</worksheet>")
+            zout.writestr(info.filename, data)
+    sheet = next(iter(read_workbook(out).sheets.values()))
+    assert sheet.values == {(1, 1): 1.5}

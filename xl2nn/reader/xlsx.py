@@ -149,6 +149,7 @@ def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str],
     row_no = 0
     col_no = 0
     cell_tag, row_tag, v_tag, f_tag, is_tag = M + "c", M + "row", M + "v", M + "f", M + "is"
+    data_tag = M + "sheetData"
     try:
         fh = zf.open(path)
     except (OSError, *ZIP_ERRORS) as exc:
@@ -187,6 +188,8 @@ def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str],
                     row_no = int(r) if r else row_no + 1
                     col_no = 0
                     el.clear()
+                elif tag == data_tag:
+                    break       # the cells are all read; what follows (extensions) is not cells
         except BadInput:
             raise
         except Exception as exc:
