@@ -22,6 +22,21 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """`xl2nn ARGS` in this process (a new interpreter costs seconds importing torch): exit code,
+    stdout, stderr. The input file (args[1]) is checked to be byte-identical afterwards."""
+    import contextlib
+    import io
+
+    from xl2nn import cli
+    out, err = io.StringIO(), io.StringIO()
+    before = sha256(Path(args[1]))
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(list(args))
+    assert sha256(Path(args[1])) == before
+    return rc, out.getvalue(), err.getvalue()
+
+
 def solver_workbook(path: Path, rows: list[list[object]], formulas: dict[str, str],
                     params: str, objective: str, sheet: str = "model", sense: int = 2) -> Path:
     """Write a workbook with openpyxl: data rows from A1, formulas by cell, a Solver model."""

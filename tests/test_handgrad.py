@@ -2,8 +2,6 @@
 Solver model is used when several sheets have one."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -11,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from xl2nn import cli
 from xl2nn.api import load
 from xl2nn.compiler.grid import recalculate
 
-from .conftest import sha256, solver_workbook
+from .conftest import run_cli, solver_workbook
 
 openpyxl = pytest.importorskip("openpyxl")
 
@@ -59,13 +56,7 @@ def reference_sgd() -> list[tuple[float, float, float, float]]:
     return out
 
 
-def main(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    before = sha256(Path(args[1]))
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(list(args))
-    assert sha256(Path(args[1])) == before
-    return rc, out.getvalue(), err.getvalue()
+main = run_cli
 
 
 def test_recurrence_across_columns_is_not_circular(tmp_path):

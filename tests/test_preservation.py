@@ -10,8 +10,6 @@ output must open in openpyxl and in LibreOffice.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import struct
@@ -25,10 +23,9 @@ import numpy as np
 import pytest
 from defusedxml import ElementTree as SafeET
 
-from xl2nn import cli
 from xl2nn.libreoffice import find_soffice, recalculate_many
 
-from .conftest import sha256
+from .conftest import run_cli
 
 openpyxl = pytest.importorskip("openpyxl")
 
@@ -390,14 +387,7 @@ def assert_preserved(src: Path, dst: Path, weights: dict[str, float], new_sheet:
                 assert now["v"] is not None, where
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    """cli.main in this process; the input's bytes are checked to be unchanged."""
-    out, err = io.StringIO(), io.StringIO()
-    before = sha256(Path(args[1]))
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(list(args))
-    assert sha256(Path(args[1])) == before
-    return rc, out.getvalue(), err.getvalue()
+run = run_cli
 
 
 def model_values(path: Path) -> dict[str, object]:

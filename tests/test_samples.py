@@ -2,9 +2,7 @@
 verifies against them, train lowers each loss, and LibreOffice agrees with what train reports."""
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import subprocess
 import sys
@@ -13,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from xl2nn import cli
 from xl2nn.api import load
 from xl2nn.compiler.lower import compile_model
 from xl2nn.compiler.model import find_model, solver_sheets
@@ -22,7 +19,7 @@ from xl2nn.reader import read_workbook
 from xl2nn.verify import check_gradients
 from xl2nn.writer import patch_workbook
 
-from .conftest import ROOT, sha256
+from .conftest import ROOT, run_cli
 
 SAMPLES = ROOT / "sample_workbooks"
 # stem -> the sheet it opens on (its default model), every model sheet -> objective cell
@@ -43,15 +40,7 @@ def path(stem: str) -> Path:
     return SAMPLES / f"{stem}.xlsx"
 
 
-def main(*args: str) -> tuple[int, str, str]:
-    """cli.main in this process (a new interpreter costs seconds importing torch); the input is
-    never written."""
-    out, err = io.StringIO(), io.StringIO()
-    before = sha256(Path(args[1]))
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(list(args))
-    assert sha256(Path(args[1])) == before
-    return rc, out.getvalue(), err.getvalue()
+main = run_cli
 
 
 # --------------------------------------------------------------------------- the files
