@@ -57,6 +57,41 @@ def step_timer(loss_fn, params, device: torch.device):
     return timed
 
 
+def measure(workbook: str, sheet: str = "nnet", device: torch.device | None = None, steps: int = 300,
+            blocks: int = 15, interpreter: bool = True) -> dict[str, dict[str, float]]:
+    """Seconds per SGD step (best and median block) of the hand-written module, the compiled
+    program and (optionally) the interpreter, interleaved in blocks on the same tensors."""
+    device = device or pick_device("auto")
+    compiled = compile_workbook(workbook, sheet=sheet, device=device)
+    model = compiled.model
+    program = Program(model)
+    grids = model.grids
+    # The same tensors: the sheet's input block (G:P) and targets (A), rows 4 on.
+    last = 4 + model.row_count
+    x = torch.from_numpy(grids.num[sheet][4:last, 7:17].copy()).to(device)
+    y = torch.from_numpy(grids.num[sheet][4:last, 1].copy()).to(device)
+    (w,) = model.weights.values()
+    # nnet holds one unit's weights per row (R4:AA5), mmult one per column (S4:T13).
+    hand = HandWritten(x, y, w.detach() if w.shape[0] == x.shape[1] else w.detach().T).to(device)
+    with torch.no_grad():
+        assert abs(float(hand()) - float(program())) <= 1e-12 * float(program()), "not the same network"
+
+    runs = {
+        "hand-written": step_timer(hand, hand.parameters(), device),
+        "xl2nn program": step_timer(program, model.parameters(), device),
+    }
+    if interpreter:
+        runs["xl2nn interpreter"] = step_timer(model, model.parameters(), device)
+    for timed in runs.values():
+        timed(max(5, steps // 10))           # warm up
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(blocks):
+        for name, timed in runs.items():
+            times[name].append(timed(steps))
+    return {"rows": {"n": float(x.shape[0])}, "ops": {"n": float(program.count_ops())},
+            **{name: {"best": min(v), "median": statistics.median(v)} for name, v in times.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workbook", nargs="?", default=str(DEFAULT))
@@ -69,39 +104,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-
-    compiled = compile_workbook(args.workbook, sheet=args.sheet, device=device)
-    model = compiled.model
-    program = Program(model)
-    grids = model.grids
-    # The same tensors: the sheet's input block (G4:P715) and targets (A4:A715).
-    x = torch.from_numpy(grids.num[args.sheet][4:716, 7:17].copy()).to(device)
-    y = torch.from_numpy(grids.num[args.sheet][4:716, 1].copy()).to(device)
-    (w,) = model.weights.values()
-    # nnet holds one unit's weights per row (R4:AA5), mmult one per column (S4:T13).
-    hand = HandWritten(x, y, w.detach() if w.shape[0] == x.shape[1] else w.detach().T).to(device)
-    with torch.no_grad():
-        assert abs(float(hand()) - float(program())) <= 1e-12 * float(program()), "not the same network"
-
-    runs = {
-        "hand-written": step_timer(hand, hand.parameters(), device),
-        "xl2nn program": step_timer(program, model.parameters(), device),
-        "xl2nn interpreter": step_timer(model, model.parameters(), device),
-    }
-    for timed in runs.values():
-        timed(max(20, args.steps // 10))           # warm up
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.blocks):
-        for name, timed in runs.items():
-            times[name].append(timed(args.steps))
+    r = measure(args.workbook, args.sheet, device, args.steps, args.blocks)
+    hand = r["hand-written"]
     # Best-of blocks is the figure least moved by the machine's noise; the median is shown too.
-    best = {k: min(v) for k, v in times.items()}
-    med = {k: statistics.median(v) for k, v in times.items()}
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{args.sheet}: {x.shape[0]} rows, {program.count_ops()} tensor ops per forward")
-    for name in runs:
-        print(f"  {name:<18} best {best[name] * 1e6:7.1f} us/step  ratio {best[name] / best['hand-written']:.2f}"
-              f"   median {med[name] * 1e6:7.1f} us/step  ratio {med[name] / med['hand-written']:.2f}")
+          f"{args.sheet}: {int(r['rows']['n'])} rows, {int(r['ops']['n'])} tensor ops per forward")
+    for name, t in r.items():
+        if name in ("rows", "ops"):
+            continue
+        print(f"  {name:<18} best {t['best'] * 1e6:7.1f} us/step  ratio {t['best'] / hand['best']:.2f}"
+              f"   median {t['median'] * 1e6:7.1f} us/step  ratio {t['median'] / hand['median']:.2f}")
 
 
 if __name__ == "__main__":

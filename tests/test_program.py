@@ -1,6 +1,8 @@
 """The traced program that training runs: the same numbers and gradients as the interpreter."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -107,9 +109,15 @@ HAND_WRITTEN = {
 }
 
 
-def test_reference_programs_are_the_hand_written_network(reference):
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_workbooks" / "titanic.xlsx"
+
+
+@pytest.mark.parametrize("which", ["reference", "sample"])
+def test_titanic_programs_are_the_hand_written_network(which, request):
+    """The user's workbook and ours (structured references, units computed in another order)."""
+    book = request.getfixturevalue("reference") if which == "reference" else SAMPLE
     for sheet, ops in HAND_WRITTEN.items():
-        c = compile_workbook(reference, sheet=sheet)
+        c = compile_workbook(book, sheet=sheet)
         program = Program(c.model)
         assert program.fallback == ""
         assert program.check() <= 1e-13

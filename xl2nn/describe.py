@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
 
 from .compiler.lower import CompiledModel
 from .formula.ast import Binary, Call, Node, Number, Ref
@@ -77,19 +77,24 @@ def _is_relu(node: Node) -> bool:
     return False
 
 
-class _OpCounter(TorchDispatchMode):
+class _OpCounter(TorchFunctionMode):
+    """Counts torch calls that compute something. A function-level mode, not a dispatch
+    mode: entering a dispatch mode imports torch._dynamo, which costs 2 s on every inspect."""
+
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func not in _FREE:
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") not in _FREE:
             self.count += 1
         return func(*args, **(kwargs or {}))
 
 
-# Metadata-only ops cost no compute; they are not "tensor ops" a reader cares about.
-_FREE = {torch.ops.aten.detach.default, torch.ops.aten.alias.default}
+# Attribute reads and views compute nothing; they are not "tensor ops" a reader cares about.
+_FREE = {"__get__", "__getitem__", "reshape", "view", "narrow", "expand", "expand_as", "broadcast_to",
+         "squeeze", "unsqueeze", "t", "transpose", "permute", "select", "flatten", "detach", "contiguous",
+         "dim", "size", "numel", "requires_grad_", "__len__"}
 
 
 def count_ops(model: CompiledModel) -> int:

@@ -123,7 +123,7 @@ def compile_with_leaves(wb: Workbook, grids: Grids, leaves: Area, roots: Area) -
                            "compute the quantity differentiated")
         if not isinstance(v, float):
             raise BadInput(f"{wb.path}: --of cell {cell_name(roots.sheet, r, c)} is {v}, not a number")
-    cut = dataclasses.replace(sheet, formulas=dict(sheet.formulas), values=dict(sheet.values))
+    cut = dataclasses.replace(sheet, formulas=sheet.formulas.copy(), values=sheet.values.copy())
     for r, c in leaves.cells():
         cut.formulas.pop((r, c), None)
         v = grids.value(leaves.sheet, r, c)
@@ -133,7 +133,7 @@ def compile_with_leaves(wb: Workbook, grids: Grids, leaves: Area, roots: Area) -
     if home.name == cut.name:
         home = cut
     else:
-        home = dataclasses.replace(home, formulas=dict(home.formulas), values=dict(home.values))
+        home = dataclasses.replace(home, formulas=home.formulas.copy(), values=home.values.copy())
     helper = (home.max_row + 2, 1)
     home.max_row = helper[0]
     home.formulas[helper] = Formula(f"SUM({roots})", helper)

@@ -14,20 +14,30 @@ from .errors import BadInput
 from .ir.graph import Graph, reads_any
 from .ooxml import M, ZIP_ERRORS, parse_xml, read_part, workbook_part
 from .reader.workbook import Workbook
-from .writer import NewSheet, patch_workbook
+from .functions.values import NUM
+from .writer import CellColumns, NewSheet, patch_workbook
 
 
-def recalculated_values(graph: Graph, recalc: Recalc) -> dict[str, dict[tuple[int, int], CellValue]]:
-    """Every recomputed formula cell's value, per sheet (families we skipped keep theirs)."""
-    updates: dict[str, dict[tuple[int, int], CellValue]] = {}
+def recalculated_values(graph: Graph, recalc: Recalc) -> dict[str, CellColumns]:
+    """Every recomputed formula cell's value, per sheet (families we skipped keep theirs):
+    numbers as arrays, the rest (text, booleans, errors, empties) by cell."""
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    other: dict[str, dict[tuple[int, int], CellValue]] = {}
     for fam in graph.families:
         if fam.id in recalc.skipped:
             continue
         rows, cols = fam.out_cells()
-        sheet = updates.setdefault(fam.sheet, {})
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            sheet[(r, c)] = recalc.grids.value(fam.sheet, r, c)
-    return updates
+        parts.setdefault(fam.sheet, []).append((rows, cols))
+    out: dict[str, CellColumns] = {}
+    for sheet, pieces in parts.items():
+        rows = np.concatenate([r for r, _ in pieces])
+        cols = np.concatenate([c for _, c in pieces])
+        is_num = recalc.grids.kind[sheet][rows, cols] == NUM
+        rest = {(r, c): recalc.grids.value(sheet, r, c)
+                for r, c in zip(rows[~is_num].tolist(), cols[~is_num].tolist())}
+        out[sheet] = CellColumns(rows[is_num], cols[is_num], recalc.grids.num[sheet][rows[is_num], cols[is_num]],
+                                 rest)
+    return out
 
 
 def write_recalculated(src: Path, dst: Path, wb: Workbook, graph: Graph, recalc: Recalc, *,
@@ -38,11 +48,13 @@ def write_recalculated(src: Path, dst: Path, wb: Workbook, graph: Graph, recalc:
         raise BadInput(f"{dst}: the output must be a new file, not the input")
     if not dst.parent.exists():
         raise BadInput(f"{dst}: folder {dst.parent} does not exist")
-    updates = recalculated_values(graph, recalc)
+    updates: dict[str, CellColumns | dict[tuple[int, int], CellValue]] = dict(recalculated_values(graph, recalc))
     for sheet, cells in (extra or {}).items():
-        updates.setdefault(sheet, {}).update(cells)
+        target = updates.setdefault(sheet, {})
+        (target.other if isinstance(target, CellColumns) else target).update(cells)
     try:
-        patch_workbook(src, dst, updates, new_sheets=new_sheets, recalc_on_open=recalc_on_open)
+        patch_workbook(src, dst, updates, new_sheets=new_sheets, recalc_on_open=recalc_on_open,
+                       spans={s.name: s.spans for s in wb.sheets.values() if s.spans is not None})
     except PermissionError:
         raise BadInput(f"{dst}: cannot write there (permission denied)") from None
     except ValueError as exc:

@@ -35,7 +35,10 @@ class Grids:
             num = np.zeros((h, w), dtype=np.float64)
             kind = np.full((h, w), EMPTY, dtype=np.int8)
             text = np.empty((h, w), dtype=object)
-            for (r, c), v in s.values.items():
+            rows, cols, numbers = s.values.number_arrays()
+            num[rows, cols] = numbers
+            kind[rows, cols] = NUM
+            for (r, c), v in s.values.other.items():
                 _store(num, kind, text, r, c, v)
             self.num[s.name], self.kind[s.name], self.text[s.name] = num, kind, text
 
@@ -52,11 +55,12 @@ class Grids:
         inside = (R >= 0) & (R < h) & (C >= 0) & (C < w)
         if not inside.all():
             R, C = np.where(inside, R, 0), np.where(inside, C, 0)
-        k = kind[R, C]
-        t = text[R, C] if bool(np.isin(k, (TEXT, ERROR)).any()) else None
+        at = R * w + C                  # flat positions: np.take gathers several times faster than num[R, C]
+        k = np.take(kind.reshape(-1), at)
+        t = np.take(text.reshape(-1), at) if bool(((k == TEXT) | (k == ERROR)).any()) else None
         flat = k.reshape(-1)
         uk: int | np.ndarray = int(flat[0]) if flat.size and (flat == flat[0]).all() else k
-        return Val(torch.from_numpy(num[R, C]).to(device), uk, t, is_ref=True)
+        return Val(torch.from_numpy(np.take(num.reshape(-1), at)).to(device), uk, t, is_ref=True)
 
     def write(self, fam: Family, v: Val) -> None:
         rows, cols = fam.out_cells()

@@ -19,6 +19,7 @@ import torch
 import torch.fx.traceback as fx_traceback
 from torch import nn
 
+from ..arrays import unique
 from ..cells import Area, CellError, a1, cell_name
 from ..errors import BadInput, UnsupportedFormula
 from ..formula.ast import Call, Ref, refs
@@ -161,7 +162,7 @@ class CompiledModel(nn.Module):
             if not is_dyn.any():
                 plans[ref] = _Plan(base.kind, base.text, const=base.num.to(self.device_))
                 continue
-            producers = np.unique(own[is_dyn])
+            producers = unique(own[is_dyn])
             loc = lg[Rc, Cc]
             if len(producers) == 1 and is_dyn.all():
                 view = _affine(loc)

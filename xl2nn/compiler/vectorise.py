@@ -63,6 +63,9 @@ def fuse_matmuls(gm: fx.GraphModule) -> bool:
     for group in groups.values():
         if len(group) < 2:
             continue
+        # Units in the order their weights lie (the sheet may compute unit 2 first), so that a
+        # cat of consecutive weight slices stays a plain view (cat_of_slices).
+        group = sorted(group, key=_slice_start)
         bs = [n.args[1] for n in group]
         widths = [meta_value(b).shape[1] for b in bs]
         out = meta_value(group[0])
@@ -76,6 +79,16 @@ def fuse_matmuls(gm: fx.GraphModule) -> bool:
                 start += w
         changed = True
     return changed
+
+
+def _slice_start(mm: fx.Node) -> int:
+    """Where mm's right operand starts in its source, when it is a view of a 1-D slice."""
+    b = mm.args[1]
+    if isinstance(b, fx.Node) and b.target == aten.view.default:
+        s = b.args[0]
+        if isinstance(s, fx.Node) and s.target == aten.slice.Tensor and len(s.args) == 4 and isinstance(s.args[2], int):
+            return s.args[2]
+    return -1
 
 
 def _index_tree(root: fx.Node) -> dict[fx.Node, torch.Tensor]:

@@ -5,6 +5,7 @@ from ..errors import FormulaError
 from ..reader.workbook import Workbook
 from .ast import Node
 from .parser import Scope, TableInfo, parse, tokenize
+from .shape import shape_key
 
 __all__ = ["FormulaParser", "Node", "Scope", "parse", "tokenize", "FormulaError"]
 
@@ -26,6 +27,14 @@ class FormulaParser:
                       name=lambda n, s: self._name(n, s or sheet),
                       sheet_table=lambda: self._table_at(sheet, row, col))
         return parse(text, scope)
+
+    def shape(self, text: str, sheet: str, row: int, col: int) -> tuple:
+        """A key equal for two formula cells exactly when they parse to the same (relative) AST."""
+        key: tuple = (sheet, shape_key(text, row, col))
+        if "[" in text:     # [#This Row] depends on whether the row lies in each table's data
+            key += (self._table_at(sheet, row, col),
+                    tuple(t.r1 + t.header_rows <= row <= t.r2 - t.totals_rows for t in self._tables.values()))
+        return key
 
     def _table_at(self, sheet: str, row: int, col: int) -> str:
         for t in self._tables.values():

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arrays import unique
 from ..cells import Area, a1, cell_name
 from ..errors import FormulaError
 from ..formula import FormulaParser
@@ -78,78 +79,88 @@ def calls(node: Node) -> set[str]:
 def build_families(wb: Workbook) -> tuple[list[Family], list[ParseProblem]]:
     parser = FormulaParser(wb)
     intern: dict[Node, Node] = {}
+    by_shape: dict[tuple, Node | str] = {}     # R1C1 shape -> its AST, or why it does not parse
     families: list[Family] = []
     problems: list[ParseProblem] = []
+    unparsable = Call(UNPARSABLE, ())
 
-    def parsed(text: str, sheet: str, row: int, col: int) -> Node | None:
-        try:
-            node = parser.parse(text, sheet, row, col)
-        except FormulaError as exc:
-            problems.append(ParseProblem(sheet, row, col, str(exc)))
+    def parsed(text: str, sheet: str, row: int, col: int) -> Node:
+        key = parser.shape(text, sheet, row, col)
+        got = by_shape.get(key)
+        if got is None:
+            try:
+                node = parser.parse(text, sheet, row, col)
+                got = intern.setdefault(node, node)
+            except FormulaError as exc:
+                got = str(exc)
+            by_shape[key] = got
+        if isinstance(got, str):
+            problems.append(ParseProblem(sheet, row, col, got))
             # Kept as a family so that a model reading this cell is refused, naming it.
-            node = Call(UNPARSABLE, ())
-        return intern.setdefault(node, node)
+            return unparsable
+        return got
 
-    def add(sheet: str, rows: list[int], cols: list[int], ast: Node, array: Area | None = None) -> None:
+    def add(sheet: str, rows: np.ndarray, cols: np.ndarray, ast: Node, array: Area | None = None) -> None:
         families.append(Family(len(families), sheet, np.asarray(rows, dtype=np.int64),
                                np.asarray(cols, dtype=np.int64), ast, array))
 
     for sheet in wb.sheets.values():
         for area, text in sheet.arrays:
-            ast = parsed(text, sheet.name, area.r1, area.c1)
-            if ast is not None:
-                add(sheet.name, [area.r1], [area.c1], ast, area)
-        shapes: dict[tuple[int, int], Node] = {}
-        masters: dict[tuple[int, int], Node | None] = {}
-        for pos, f in sheet.formulas.items():
+            add(sheet.name, np.array([area.r1]), np.array([area.c1]), parsed(text, sheet.name, area.r1, area.c1), area)
+        rows, cols, tids = sheet.formulas.arrays()
+        if not len(rows):
+            continue
+        # One parse per template (a shared formula's master, or a lone formula), and one per
+        # R1C1 shape among those; the cells get their template's AST.
+        asts: list[Node] = []
+        ast_ids: dict[int, int] = {}
+        used = unique(tids)
+        aid_of = np.full(int(used.max()) + 1, -1, np.int64)
+        for t in used.tolist():
+            f = sheet.formulas.templates[t]
             if f.array is not None:
-                continue
-            if f.anchor != pos:
-                # A shared-formula child has its master's R1C1 shape by definition.
-                if f.anchor not in masters:
-                    masters[f.anchor] = parsed(f.text, sheet.name, *f.anchor)
-                ast = masters[f.anchor]
-            else:
-                ast = parsed(f.text, sheet.name, *pos)
-                masters.setdefault(pos, ast)
-            if ast is not None:
-                shapes[pos] = ast
-        _group(sheet.name, shapes, add)
+                continue            # its cells are the array family's
+            ast = parsed(f.text, sheet.name, *f.anchor)
+            aid_of[t] = ast_ids.setdefault(id(ast), len(asts))
+            if aid_of[t] == len(asts):
+                asts.append(ast)
+        aid = aid_of[tids]
+        keep = aid >= 0
+        _group(sheet.name, rows[keep], cols[keep], aid[keep], asts, add)
     return families, problems
 
 
-def _group(sheet: str, shapes: dict[tuple[int, int], Node], add) -> None:
+def _runs(major: np.ndarray, minor: np.ndarray, aid: np.ndarray, fits: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Sort cells by (major, minor) and cut them into runs of consecutive `minor` with one
+    AST; returns the sort order and the run starts (with the end appended)."""
+    order = np.lexsort((minor, major))
+    ma, mi, a = major[order], minor[order], aid[order]
+    start = np.ones(len(order), bool)
+    start[1:] = (ma[1:] != ma[:-1]) | (mi[1:] != mi[:-1] + 1) | (a[1:] != a[:-1]) | ~fits[a[1:]]
+    return order, np.append(np.flatnonzero(start), len(order))
+
+
+def _group(sheet: str, rows: np.ndarray, cols: np.ndarray, aid: np.ndarray, asts: list[Node], add) -> None:
     """Column runs first (the table-row layout), then row runs among what is left."""
-    by_col: dict[int, list[int]] = {}
-    for r, c in shapes:
-        by_col.setdefault(c, []).append(r)
-    single: dict[tuple[int, int], Node] = {}
-    for c, rows in by_col.items():
-        rows.sort()
-        start = 0
-        for i in range(1, len(rows) + 1):
-            if i < len(rows) and rows[i] == rows[i - 1] + 1 and shapes[(rows[i], c)] is shapes[(rows[start], c)] \
-                    and _fits_run(shapes[(rows[start], c)], along_rows=True):
-                continue
-            run = rows[start:i]
-            if len(run) > 1:
-                add(sheet, run, [c] * len(run), shapes[(run[0], c)])
-            else:
-                single[(run[0], c)] = shapes[(run[0], c)]
-            start = i
-    by_row: dict[int, list[int]] = {}
-    for r, c in single:
-        by_row.setdefault(r, []).append(c)
-    for r, cols in by_row.items():
-        cols.sort()
-        start = 0
-        for i in range(1, len(cols) + 1):
-            if i < len(cols) and cols[i] == cols[i - 1] + 1 and single[(r, cols[i])] is single[(r, cols[start])] \
-                    and _fits_run(single[(r, cols[start])], along_rows=False):
-                continue
-            run = cols[start:i]
-            add(sheet, [r] * len(run), run, single[(r, run[0])])
-            start = i
+    down = np.array([_fits_run(a, along_rows=True) for a in asts], bool)
+    across = np.array([_fits_run(a, along_rows=False) for a in asts], bool)
+    order, bounds = _runs(cols, rows, aid, down)
+    single = []
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        idx = order[s:e]
+        if e - s > 1:
+            add(sheet, rows[idx], cols[idx], asts[int(aid[idx[0]])])
+        else:
+            single.append(idx[0])
+    if not single:
+        return
+    left = np.array(single, np.int64)
+    rows, cols, aid = rows[left], cols[left], aid[left]
+    order, bounds = _runs(rows, cols, aid, across)
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        idx = order[s:e]
+        add(sheet, rows[idx], cols[idx], asts[int(aid[idx[0]])])
 
 
 def _fits_run(ast: Node, along_rows: bool) -> bool:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import unique
 from ..cells import MAX_COL, MAX_ROW, Area, cell_name
 from ..errors import CircularReference
 from ..formula.ast import Ref, refs
@@ -43,7 +44,7 @@ class OwnerMap:
         h, w = grid.shape
         r1, c1 = max(r1, 0), max(c1, 0)
         block = grid[r1:min(r2, h - 1) + 1, c1:min(c2, w - 1) + 1]
-        u = np.unique(block)
+        u = unique(block)
         return u[u >= 0]
 
 

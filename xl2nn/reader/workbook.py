@@ -3,21 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..cells import Area, CellValue
+from ..cells import Area
+from .store import CellValues, Formula, Formulas
 
-
-@dataclass(frozen=True)
-class Formula:
-    """A formula cell's text as written at `anchor`.
-
-    Shared-formula children and the non-anchor cells of an array range point at
-    their master's text and position: the cell's own formula is that text moved
-    from `anchor` to the cell.
-    """
-
-    text: str
-    anchor: tuple[int, int]
-    array: Area | None = None   # set for every cell of a CSE/dynamic array range
+__all__ = ["Workbook", "Sheet", "Table", "DefinedName", "Formula", "Formulas", "CellValues"]
 
 
 @dataclass
@@ -45,12 +34,14 @@ class Table:
 class Sheet:
     name: str
     index: int
-    values: dict[tuple[int, int], CellValue] = field(default_factory=dict)  # constants and cached values
-    formulas: dict[tuple[int, int], Formula] = field(default_factory=dict)
+    values: CellValues = field(default_factory=CellValues)   # constants and cached values
+    formulas: Formulas = field(default_factory=Formulas)
     arrays: list[tuple[Area, str]] = field(default_factory=list)
     max_row: int = 0
     max_col: int = 0
     state: str = "visible"
+    # ((zip CRC, size) of the part, reader.scan.ValueSpans) when the fast reader read it
+    spans: tuple[tuple[int, int], object] | None = field(default=None, repr=False, compare=False)
 
     def label(self, row: int, col: int) -> str | None:
         """The nearest text above or left of a cell: a header for parameter names."""

@@ -5,16 +5,21 @@ to see formulas and cached values together, and it rejects parts we never use.
 """
 from __future__ import annotations
 
+import io
 import os
+import threading
 import zipfile
 from pathlib import Path
 
+import numpy as np
 from defusedxml.ElementTree import iterparse
 
+from ..arrays import unique_inverse
 from ..cells import Area, CellError, CellValue, a1, parse_a1
 from ..errors import BadInput
 from ..ooxml import (M, MAX_PART_BYTES, ZIP_ERRORS, parse_xml, part_relationships, read_part, sheet_parts, why_unreadable,
                      workbook_part)
+from .scan import scan
 from .workbook import DefinedName, Formula, Sheet, Table, Workbook
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -38,9 +43,57 @@ def _check_container(path: Path, label: str) -> None:
         raise BadInput(f"{label}: not an .xlsx workbook (not a zip file)")
 
 
+class _Prefetch:
+    """A workbook being read on a helper thread while the main thread imports torch (2 s):
+    NumPy's scanning releases the GIL, so the two overlap on a second core."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.key = _file_key(path)
+        self.result: Workbook | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="xl2nn-read", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = _read(Path(self.path), self.path)
+        except BaseException as exc:      # handed to the main thread, which raises it
+            self.error = exc
+
+
+_prefetched: _Prefetch | None = None
+
+
+def _file_key(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_size, st.st_mtime_ns)
+
+
+def prefetch(path: str | os.PathLike[str]) -> None:
+    """Start reading `path` in the background; the next read_workbook of it waits for that."""
+    global _prefetched
+    if os.path.isfile(path):
+        _prefetched = _Prefetch(str(path))
+
+
 def read_workbook(path: str | os.PathLike[str]) -> Workbook:
-    p = Path(path)
-    label = str(path)
+    global _prefetched
+    pending, _prefetched = _prefetched, None
+    if pending is not None and pending.key is not None and pending.key == _file_key(str(path)):
+        pending.thread.join()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        pending.result.path = str(path)
+        return pending.result
+    return _read(Path(path), str(path))
+
+
+def _read(p: Path, label: str) -> Workbook:
     _check_container(p, label)
     try:
         zf = zipfile.ZipFile(p)
@@ -144,96 +197,173 @@ def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str],
         raise BadInput(f"{label}: sheet {sheet.name!r} has no part {path}")
     if info.file_size > MAX_PART_BYTES:
         raise BadInput(f"{label}: sheet {sheet.name!r} would inflate to {info.file_size:,} bytes; refusing")
-    masters: dict[str, tuple[str, tuple[int, int]]] = {}
-    children: dict[tuple[int, int], str] = {}
+    try:
+        data = read_part(zf, path, label)
+    except BadInput:
+        raise
+    except (OSError, *ZIP_ERRORS) as exc:
+        raise BadInput(f"{label}: cannot read sheet {sheet.name!r}: {why_unreadable(exc)}") from None
+    sink = _Formulas(sheet, label)
+    found = _fast_read(data, sheet, shared, sink, (info.CRC, info.file_size))
+    if not found:
+        _parse_sheet(data, sheet, shared, sink, label)
+    sink.finish()
+
+
+def _fast_read(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas", crc: tuple[int, int]) -> bool:
+    """The NumPy scan of <sheetData> (see scan.py); False when the part needs the XML parser."""
+    start = data.find(b"<sheetData")
+    if start < 0 or b"<!" in data[:start] or _MAIN_XMLNS not in data[:start]:
+        return False
+    open_end = data.find(b">", start)
+    if open_end < 0 or data[open_end - 1] == 0x2F:       # <sheetData/>: nothing to scan
+        return False
+    end = data.find(b"</sheetData>", open_end)
+    if end < 0:
+        return False
+    found = scan(data, open_end + 1, end, shared)
+    if found is None:
+        return False
+    sheet.spans = (crc, found.spans)       # the writer splices new values in at these places
+    sheet.values.add_numbers(found.rows, found.cols, found.numbers)
+    sheet.values.other.update(found.other)
+    sheet.max_row = max(sheet.max_row, found.max_row)
+    sheet.max_col = max(sheet.max_col, found.max_col)
+    for pos, attrs, text in found.formulas:
+        sink.formula(pos, attrs.get("t", "normal"), text or "", attrs.get("ref"), attrs.get("si", ""))
+    sink.children(found.child_rows, found.child_cols, found.child_si)
+    return True
+
+
+_MAIN_XMLNS = b'xmlns="' + M[1:-1].encode() + b'"'
+
+
+def _parse_sheet(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas", label: str) -> None:
+    """The XML parser's reading: any well-formed sheet, errors worded."""
     row_no = 0
     col_no = 0
     cell_tag, row_tag, v_tag, f_tag, is_tag = M + "c", M + "row", M + "v", M + "f", M + "is"
     data_tag = M + "sheetData"
     try:
-        fh = zf.open(path)
-    except (OSError, *ZIP_ERRORS) as exc:
+        for _event, el in iterparse(io.BytesIO(data), events=("end",)):
+            tag = el.tag
+            if tag == cell_tag:
+                ref = el.get("r")
+                if ref:
+                    row_no, col_no = parse_a1(ref)
+                else:
+                    col_no += 1
+                pos = (row_no, col_no)
+                t = el.get("t")
+                v_el = el.find(v_tag)
+                is_el = el.find(is_tag)
+                inline = "".join(x.text or "" for x in is_el.iter(M + "t")) if is_el is not None else None
+                try:
+                    value = _cached(t, v_el.text if v_el is not None else None, inline, shared)
+                except (ValueError, IndexError):
+                    raise BadInput(f"{label}: {sheet.name}!{ref}: unreadable cell value") from None
+                if value is not None:
+                    sheet.values[pos] = value
+                f_el = el.find(f_tag)
+                if f_el is not None:
+                    sink.formula(pos, f_el.get("t", "normal"), f_el.text or "", f_el.get("ref"), f_el.get("si", ""))
+                if pos[0] > sheet.max_row:
+                    sheet.max_row = pos[0]
+                if pos[1] > sheet.max_col:
+                    sheet.max_col = pos[1]
+                el.clear()
+            elif tag == row_tag:
+                r = el.get("r")
+                row_no = int(r) if r else row_no + 1
+                col_no = 0
+                el.clear()
+            elif tag == data_tag:
+                break       # the cells are all read; what follows (extensions) is not cells
+    except BadInput:
+        raise
+    except Exception as exc:
         raise BadInput(f"{label}: cannot read sheet {sheet.name!r}: {why_unreadable(exc)}") from None
-    with fh:
-        try:
-            for _event, el in iterparse(fh, events=("end",)):
-                tag = el.tag
-                if tag == cell_tag:
-                    ref = el.get("r")
-                    if ref:
-                        row_no, col_no = parse_a1(ref)
-                    else:
-                        col_no += 1
-                    pos = (row_no, col_no)
-                    t = el.get("t")
-                    v_el = el.find(v_tag)
-                    is_el = el.find(is_tag)
-                    inline = "".join(x.text or "" for x in is_el.iter(M + "t")) if is_el is not None else None
-                    try:
-                        value = _cached(t, v_el.text if v_el is not None else None, inline, shared)
-                    except (ValueError, IndexError):
-                        raise BadInput(f"{label}: {sheet.name}!{ref}: unreadable cell value") from None
-                    if value is not None:
-                        sheet.values[pos] = value
-                    f_el = el.find(f_tag)
-                    if f_el is not None:
-                        _formula(f_el, pos, sheet, masters, children, label)
-                    if pos[0] > sheet.max_row:
-                        sheet.max_row = pos[0]
-                    if pos[1] > sheet.max_col:
-                        sheet.max_col = pos[1]
-                    el.clear()
-                elif tag == row_tag:
-                    r = el.get("r")
-                    row_no = int(r) if r else row_no + 1
-                    col_no = 0
-                    el.clear()
-                elif tag == data_tag:
-                    break       # the cells are all read; what follows (extensions) is not cells
-        except BadInput:
-            raise
-        except Exception as exc:
-            raise BadInput(f"{label}: cannot read sheet {sheet.name!r}: {why_unreadable(exc)}") from None
-    for pos, si in children.items():
-        if si not in masters:
-            raise BadInput(f"{label}: {sheet.name}!{_a1(pos)}: shared formula {si} has no master")
-        text, anchor = masters[si]
-        sheet.formulas[pos] = Formula(text, anchor)
 
 
 def _a1(pos: tuple[int, int]) -> str:
     return a1(*pos)
 
 
-def _formula(f_el, pos: tuple[int, int], sheet: Sheet, masters: dict, children: dict, label: str) -> None:
-    kind = f_el.get("t", "normal")
-    text = (f_el.text or "").strip()
-    if kind == "shared":
-        si = f_el.get("si", "")
+def _as_ints(si: np.ndarray) -> np.ndarray | None:
+    try:
+        ints = si.astype(np.int64)
+    except ValueError:
+        return None
+    return ints if (ints.astype(str) == si.astype(str)).all() else None   # "007" is not "7"
+
+
+class _Formulas:
+    """Collects a sheet's formulas as they are read; shared-formula children are kept as
+    arrays of (row, col, si) and joined to their master's template at the end."""
+
+    def __init__(self, sheet: Sheet, label: str) -> None:
+        self.sheet = sheet
+        self.label = label
+        self.masters: dict[str, int] = {}
+        self.child_rows: list[np.ndarray] = []
+        self.child_cols: list[np.ndarray] = []
+        self.child_si: list[np.ndarray] = []
+
+    def children(self, rows: np.ndarray, cols: np.ndarray, si: np.ndarray) -> None:
+        if len(rows):
+            self.child_rows.append(rows)
+            self.child_cols.append(cols)
+            self.child_si.append(si)
+
+    def formula(self, pos: tuple[int, int], kind: str, text: str, ref: str | None, si: str) -> None:
+        sheet = self.sheet
+        text = text.strip()
+        if kind == "shared":
+            if text:
+                key = str(int(si)) if si.isdigit() else si      # children's si are read as numbers
+                self.masters[key] = t = sheet.formulas.add_template(Formula(text, pos))
+                sheet.formulas.add_shared(t, np.array([pos[0]]), np.array([pos[1]]))
+            else:
+                key = str(int(si)) if si.isdigit() else si
+                self.children(np.array([pos[0]]), np.array([pos[1]]), np.array([key]))
+            return
+        if kind == "array":
+            ref = ref or _a1(pos)
+            first, _, last = ref.partition(":")
+            try:
+                r1, c1 = parse_a1(first)
+                r2, c2 = parse_a1(last or first)
+            except ValueError:
+                raise BadInput(f"{self.label}: {sheet.name}!{_a1(pos)}: bad array range {ref!r}") from None
+            area = Area(sheet.name, r1, c1, r2, c2)
+            sheet.arrays.append((area, text))
+            t = sheet.formulas.add_template(Formula(text, pos, area))
+            rr, cc = np.meshgrid(np.arange(r1, r2 + 1), np.arange(c1, c2 + 1), indexing="ij")
+            sheet.formulas.add_shared(t, rr.reshape(-1), cc.reshape(-1))
+            sheet.max_row = max(sheet.max_row, r2)
+            sheet.max_col = max(sheet.max_col, c2)
+            return
+        if kind == "dataTable":
+            return  # What-If data tables: their cached values stand as constants
         if text:
-            masters[si] = (text, pos)
-            sheet.formulas[pos] = Formula(text, pos)
-        else:
-            children[pos] = si
-        return
-    if kind == "array":
-        ref = f_el.get("ref") or _a1(pos)
-        first, _, last = ref.partition(":")
-        try:
-            r1, c1 = parse_a1(first)
-            r2, c2 = parse_a1(last or first)
-        except ValueError:
-            raise BadInput(f"{label}: {sheet.name}!{_a1(pos)}: bad array range {ref!r}") from None
-        area = Area(sheet.name, r1, c1, r2, c2)
-        sheet.arrays.append((area, text))
-        for cell in area.cells():
-            sheet.formulas[cell] = Formula(text, pos, area)
-        if r2 > sheet.max_row:
-            sheet.max_row = r2
-        if c2 > sheet.max_col:
-            sheet.max_col = c2
-        return
-    if kind == "dataTable":
-        return  # What-If data tables: their cached values stand as constants
-    if text:
-        sheet.formulas[pos] = Formula(text, pos)
+            sheet.formulas.add(pos, Formula(text, pos))
+
+    def finish(self) -> None:
+        if not self.child_rows:
+            return
+        rows = np.concatenate(self.child_rows)
+        cols = np.concatenate(self.child_cols)
+        # si is a number in every file we have seen; the XML path reads it as text
+        parts = [s if s.dtype.kind in "iu" else _as_ints(s) for s in self.child_si]
+        si = np.concatenate(parts) if all(p is not None for p in parts) else \
+            np.concatenate([s.astype(str) for s in self.child_si])
+        keys, inverse = unique_inverse(si)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
+        for k, key in enumerate(keys.tolist()):
+            take = order[bounds[k]:bounds[k + 1]]
+            key = str(key)
+            if key not in self.masters:
+                pos = (int(rows[take[0]]), int(cols[take[0]]))
+                raise BadInput(f"{self.label}: {self.sheet.name}!{_a1(pos)}: shared formula {key} has no master")
+            self.sheet.formulas.add_shared(self.masters[key], rows[take], cols[take])

@@ -28,11 +28,12 @@ from ..errors import BadInput
 from ..ooxml import (M, NS_MAIN, ZIP_ERRORS, why_unreadable, NS_REL, parse_xml, part_relationships, read_part, rels_path,
                      sheet_parts, workbook_part)
 from .atomic import atomic_output
+from .columns import CellColumns, splice_numbers
 from .trace_sheet import (MAX_CELL_TEXT, XML_DECL, LineChart, NewSheet, cell_text, chart_anchor, chart_xml,
                           drawing_rels_xml, drawing_xml, integral_column, needs_preserve, sheet_rels_xml, sheet_xml,
                           table_of, xml_escape)
 
-__all__ = ["patch_workbook", "NewSheet", "LineChart"]
+__all__ = ["patch_workbook", "CellColumns", "NewSheet", "LineChart"]
 
 CT_WORKSHEET = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
 CT_DRAWING = "application/vnd.openxmlformats-officedocument.drawing+xml"
@@ -851,14 +852,35 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int, int], CellValue]], *,
-                   new_sheets: Sequence[NewSheet] = (), recalc_on_open: bool = False) -> None:
+def _splice_columns(data: bytes, columns: CellColumns, vals: dict[tuple[int, int], _Val], sheet: str,
+                    spans=None) -> tuple[bytes, dict[tuple[int, int], _Val]]:
+    """The numbers of `columns` spliced into the part at once; returns the part and what is
+    left for the cell-by-cell patcher (`vals`, plus the numbers the splice could not place)."""
+    rows, cols, numbers = columns.rows, columns.cols, columns.numbers
+    if vals:
+        taken = np.fromiter(((int(r), int(c)) in vals for r, c in zip(rows.tolist(), cols.tolist())), bool,
+                            count=len(rows))
+        rows, cols, numbers = rows[~taken], cols[~taken], numbers[~taken]
+    done = splice_numbers(data, rows, cols, numbers, spans)
+    if done is None:
+        left = np.ones(len(rows), bool)
+    else:
+        data, left = done
+    rest = dict(zip(zip(rows[left].tolist(), cols[left].tolist()), numbers[left].tolist()))
+    return data, {**_check_updates(sheet, rest), **vals}
+
+
+def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int, int], CellValue] | CellColumns], *,
+                   new_sheets: Sequence[NewSheet] = (), recalc_on_open: bool = False,
+                   spans: Mapping[str, tuple] | None = None) -> None:
     """Copy the workbook `src` to `dst` with cell values replaced and sheets appended.
 
-    updates: sheet name -> {(row, col) 1-based: value}. A formula cell keeps its formula and
-    only gets a new cached value; any other cell gets the value itself (None empties it).
+    updates: sheet name -> {(row, col) 1-based: value}, or a CellColumns of numbers (spliced in
+    all at once). A formula cell keeps its formula and only gets a new cached value; any other
+    cell gets the value itself (None empties it).
     new_sheets: worksheets appended after the existing ones (see trace_sheet.NewSheet).
     recalc_on_open: ask the spreadsheet application to recalculate everything on open.
+    spans: sheet name -> Sheet.spans from the reader, which saves scanning those parts again.
 
     All other parts of the package are copied unchanged. dst is written atomically: a temp
     file in dst's folder is fsynced and renamed; on error it is removed and dst not created.
@@ -868,8 +890,9 @@ def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int
         raise ValueError(f"destination {dst} is the source workbook; write to another file")
     label = str(src)
 
-    # Validate every value before touching anything.
-    checked = {sheet: _check_updates(sheet, cells) for sheet, cells in updates.items()}
+    # Validate every value before touching anything (column updates: their other values).
+    checked = {sheet: _check_updates(sheet, cells.other if isinstance(cells, CellColumns) else cells)
+               for sheet, cells in updates.items()}
     new_sheets = list(new_sheets)
     for ns in new_sheets:
         table_of(ns)
@@ -890,10 +913,20 @@ def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int
             if sp is None:
                 names = ", ".join(repr(s.name) for s in parts)
                 raise BadInput(f"{label}: no worksheet named {sheet!r} (worksheets: {names})")
-            if not vals:
+            columns = updates[sheet]
+            if not vals and not (isinstance(columns, CellColumns) and len(columns.rows)):
                 continue
+            fresh = sp.path not in pkg.replaced
             data = pkg.replaced.get(sp.path) or read_part(zf, sp.path, label)
-            pkg.put(sp.path, _SheetPatch(data, vals, f"{label}: sheet {sp.name!r}").run())
+            if isinstance(columns, CellColumns) and len(columns.rows):
+                # the reader's layout of this part, if it is of these very bytes
+                known = (spans or {}).get(sp.name)
+                info = zf.getinfo(sp.path)
+                layout = known[1] if fresh and known and known[0] == (info.CRC, info.file_size) else None
+                data, vals = _splice_columns(data, columns, vals, sheet, layout)
+            if vals:
+                data = _SheetPatch(data, vals, f"{label}: sheet {sp.name!r}").run()
+            pkg.put(sp.path, data)
         if new_sheets:
             _add_new_sheets(pkg, new_sheets)
         if recalc_on_open:

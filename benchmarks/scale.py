@@ -1,0 +1,146 @@
+"""xl2nn at scale: titanic-style `nnet` workbooks of 1k, 10k and 100k rows (made by
+big_workbook.py, not committed) against LibreOffice and a hand-written PyTorch module.
+
+For each size it measures, in fresh processes:
+  - wall time and peak memory of `xl2nn inspect`, `xl2nn verify` and `xl2nn train --steps 1`
+    (the last includes writing the trained workbook);
+  - LibreOffice's headless recalculation and save of the same file (forced full recalc);
+  - the phases inside one run: load (read + families), compile (lower + trace), one SGD step
+    (median), verify (recompute and compare every cell, check the gradient) and write;
+  - one SGD step of the compiled program against a hand-written nn.Module on the same tensors.
+and prints the table, the ratios the targets are stated in, and the time per row.
+
+    python benchmarks/scale.py [--rows 1000 10000 100000] [--keep DIR] [--no-libreoffice]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import big_workbook  # noqa: E402
+
+
+def timed_process(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) and stdout of a command run to completion."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.strip()[-500:]}")
+    return wall, usage.ru_maxrss / 1024, out
+
+
+PHASES = r"""
+import json, sys, time
+import torch
+from pathlib import Path
+t0 = time.perf_counter()
+from xl2nn.reader import read_workbook
+from xl2nn.ir.graph import build_graph
+from xl2nn.compiler.model import find_model
+from xl2nn.compiler.lower import compile_model
+from xl2nn.compiler.grid import recalculate
+from xl2nn.compiler.program import Program
+from xl2nn.verify import check_values, check_gradients
+from xl2nn.writeback import parameter_cells, write_trained
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+t = time.perf_counter(); wb = read_workbook(src); graph = build_graph(wb); load = time.perf_counter() - t
+t = time.perf_counter(); spec = find_model(wb, None, None, None); model = compile_model(wb, graph, spec)
+program = Program(model); compile_s = time.perf_counter() - t
+params = list(model.parameters()); opt = torch.optim.SGD(params, lr=0.01)
+steps = []
+for _ in range(12):
+    t = time.perf_counter(); opt.zero_grad(); program().backward(); opt.step(); steps.append(time.perf_counter() - t)
+step = sorted(steps[2:])[len(steps[2:]) // 2]
+t = time.perf_counter(); recalc = recalculate(wb, graph); sheets = check_values(wb, recalc)
+grads = check_gradients(compile_model(wb, graph, spec)); verify = time.perf_counter() - t
+assert all(s.ok for s in sheets) and grads.ok
+weights = {n: p.detach().cpu().numpy() for n, p in model.weights.items()}
+t = time.perf_counter()
+write_trained(src, dst, wb, graph, parameter_cells(model.param_areas, weights), list(model.param_areas.values()))
+write = time.perf_counter() - t
+print(json.dumps({"load": load, "compile": compile_s, "step": step, "verify": verify, "write": write}))
+"""
+
+
+def measure(rows: int, folder: Path, libreoffice: bool) -> dict:
+    book = folder / f"nnet_{rows}.xlsx"
+    if not book.exists():
+        big_workbook.write(book, rows)
+    xl = [sys.executable, "-m", "xl2nn.cli"]
+    r: dict = {"rows": rows, "file_mib": book.stat().st_size / 2**20}
+    for name, args in (("inspect", ["inspect", str(book)]), ("verify", ["verify", str(book)]),
+                       ("train", ["train", str(book), "--steps", "1", "-o", str(folder / f"out_{rows}.xlsx")])):
+        r["cli_" + name], r["cli_" + name + "_mib"], _ = timed_process(xl + args)
+    wall, mib, out = timed_process([sys.executable, "-c", PHASES, str(book), str(folder / f"phase_{rows}.xlsx")])
+    r.update(json.loads(out.strip().splitlines()[-1]))
+    r["phases_mib"] = mib
+    if libreoffice:
+        code = ("import sys, time; from pathlib import Path; from xl2nn.libreoffice import recalculate;"
+                "t = time.perf_counter(); recalculate(Path(sys.argv[1]), Path(sys.argv[2]), timeout=1800);"
+                "print(time.perf_counter() - t)")
+        _, _, out = timed_process([sys.executable, "-c", code, str(book), str(folder / f"lo_{rows}.xlsx")])
+        r["libreoffice"] = float(out.strip().splitlines()[-1])
+    from train_step import measure as step_ratio
+    steps = max(3, min(300, 3_000_000 // rows))
+    s = step_ratio(str(book), "nnet", None, steps=steps, blocks=7, interpreter=False)
+    r["step_hand"] = s["hand-written"]["median"]
+    r["step_xl2nn"] = s["xl2nn program"]["median"]
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    ap.add_argument("--keep", help="folder for the generated workbooks (default: a temporary one)")
+    ap.add_argument("--no-libreoffice", action="store_true", help="skip LibreOffice's recalculation")
+    args = ap.parse_args()
+    from xl2nn.libreoffice import find_soffice
+    libreoffice = not args.no_libreoffice and find_soffice() is not None
+    with tempfile.TemporaryDirectory(prefix="xl2nn-scale-") as tmp:
+        folder = Path(args.keep) if args.keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        results = []
+        for n in args.rows:
+            print(f"measuring {n:,} rows ...", file=sys.stderr, flush=True)
+            results.append(measure(n, folder, libreoffice))
+    report(results, libreoffice)
+
+
+def report(results: list[dict], libreoffice: bool) -> None:
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
+    print("| rows | file | load | compile | SGD step | verify | write | peak memory "
+          "| `inspect` | `verify` | `train --steps 1` | LibreOffice recalc+save |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        lo = f"{r['libreoffice']:.2f} s" if libreoffice else "—"
+        peak = max(r["cli_inspect_mib"], r["cli_verify_mib"], r["cli_train_mib"])
+        print(f"| {r['rows']:,} | {r['file_mib']:.1f} MiB | {r['load']:.2f} s | {r['compile']:.2f} s "
+              f"| {r['step'] * 1e3:.2f} ms | {r['verify']:.2f} s | {r['write']:.2f} s | {peak:,.0f} MiB "
+              f"| {r['cli_inspect']:.2f} s | {r['cli_verify']:.2f} s | {r['cli_train']:.2f} s | {lo} |")
+    print()
+    for r in results:
+        line = (f"{r['rows']:>7,} rows: step xl2nn / hand-written {r['step_xl2nn'] / r['step_hand']:.2f} "
+                f"({r['step_xl2nn'] * 1e3:.3f} vs {r['step_hand'] * 1e3:.3f} ms)")
+        if libreoffice:
+            line += f"; train --steps 1 / LibreOffice {r['cli_train'] / r['libreoffice']:.2f}"
+        line += (f"; per row: load {r['load'] / r['rows'] * 1e6:.1f} us, write {r['write'] / r['rows'] * 1e6:.1f} us, "
+                 f"verify {r['verify'] / r['rows'] * 1e6:.1f} us")
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""A formula's R1C1 shape, read off its text without parsing it.
+
+Copied formulas that were not saved as shared formulas (openpyxl, many generators) arrive
+as one text per cell: `=($A4-AG4)^2`, `=($A5-AG5)^2`, ... Their shapes are equal exactly
+when their texts are equal after each A1 reference is rewritten relative to the cell, so
+the parser runs once per shape, not once per cell.
+"""
+from __future__ import annotations
+
+import re
+
+from ..cells import MAX_COL, MAX_ROW, col_number
+
+# Skipped whole: string literals, quoted sheet names, bracketed structured references.
+# A reference is letters+digits not glued to a name, a number or a call: LOG10( and
+# Table1 are not references.
+_TOKEN = re.compile(r"""
+    "(?:[^"]|"")*"
+  | '(?:[^']|'')*'
+  | \[(?:[^\[\]]|\[[^\]]*\])*\]
+  | (?<![\w.$])(\$?)([A-Za-z]{1,3})(\$?)([0-9]{1,7})(?![\w.(!\[])
+""", re.X)
+
+
+def shape_key(text: str, row: int, col: int) -> str:
+    """`text` with every A1 reference made relative to (row, col): equal keys, equal shapes."""
+    def rel(m: re.Match) -> str:
+        if m.group(2) is None:
+            return m.group(0)
+        c_abs, letters, r_abs, digits = m.groups()
+        c, r = col_number(letters), int(digits)
+        if c > MAX_COL or r > MAX_ROW or r < 1:
+            return m.group(0)               # not a cell: a name such as ZZZ1
+        rk = f"R{r}" if r_abs else f"R[{r - row}]"
+        ck = f"C{c}" if c_abs else f"C[{c - col}]"
+        return "\0" + rk + ck + "\0"
+    return _TOKEN.sub(rel, text)
