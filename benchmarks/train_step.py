@@ -58,9 +58,10 @@ def step_timer(loss_fn, params, device: torch.device):
 
 
 def measure(workbook: str, sheet: str = "nnet", device: torch.device | None = None, steps: int = 300,
-            blocks: int = 15, interpreter: bool = True) -> dict[str, dict[str, float]]:
+            blocks: int = 15, interpreter: bool = True, compiled: bool = False) -> dict[str, dict[str, float]]:
     """Seconds per SGD step (best and median block) of the hand-written module, the compiled
-    program and (optionally) the interpreter, interleaved in blocks on the same tensors."""
+    program and (optionally) the interpreter, interleaved in blocks on the same tensors;
+    with `compiled`, also both under torch.compile (on CUDA, mode="reduce-overhead": CUDA graphs)."""
     device = device or pick_device("auto")
     compiled = compile_workbook(workbook, sheet=sheet, device=device)
     model = compiled.model
@@ -82,6 +83,13 @@ def measure(workbook: str, sheet: str = "nnet", device: torch.device | None = No
     }
     if interpreter:
         runs["xl2nn interpreter"] = step_timer(model, model.parameters(), device)
+    if compiled:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        hand_c = torch.compile(hand, mode=mode)
+        runs["hand-written, torch.compile"] = step_timer(hand_c, hand.parameters(), device)
+        program_c = Program(model)                 # its own trace: `program` stays eager
+        assert program_c.compile() == "", "torch.compile failed"
+        runs["xl2nn program, torch.compile"] = step_timer(program_c, model.parameters(), device)
     for timed in runs.values():
         timed(max(5, steps // 10))           # warm up
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -100,11 +108,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="steps per timed block")
     ap.add_argument("--blocks", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--compile", action="store_true", help="also time both under torch.compile")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    r = measure(args.workbook, args.sheet, device, args.steps, args.blocks)
+    r = measure(args.workbook, args.sheet, device, args.steps, args.blocks, compiled=args.compile)
     hand = r["hand-written"]
     # Best-of blocks is the figure least moved by the machine's noise; the median is shown too.
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -112,7 +121,7 @@ def main() -> None:
     for name, t in r.items():
         if name in ("rows", "ops"):
             continue
-        print(f"  {name:<18} best {t['best'] * 1e6:7.1f} us/step  ratio {t['best'] / hand['best']:.2f}"
+        print(f"  {name:<28} best {t['best'] * 1e6:7.1f} us/step  ratio {t['best'] / hand['best']:.2f}"
               f"   median {t['median'] * 1e6:7.1f} us/step  ratio {t['median'] / hand['median']:.2f}")
 
 

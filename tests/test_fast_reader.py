@@ -196,3 +196,22 @@ def test_generated_big_workbook_verifies(tmp_path):
     assert rc == 0, err
     rc, out, err = run_cli("verify", str(tmp_path / "t.xlsx"), "--values-only")
     assert rc == 0, out + err
+
+
+def test_cli_reads_in_a_forked_child(tmp_path):
+    """A fresh `xl2nn` process reads the workbook in a forked child while it imports torch:
+    the result, and a bad input's one-line error, must come back through the pipe."""
+    import subprocess
+    good = ROOT / "sample_workbooks" / "linear_regression.xlsx"
+    cmd = [sys.executable, "-c", "import sys, xl2nn.cli as c, xl2nn.reader.xlsx as x; "
+           "real = x._ForkedPrefetch; used = []; "
+           "x._ForkedPrefetch = lambda p: used.append(p) or real(p); "
+           "code = c.main(sys.argv[1:]); print('forked' if used else 'not forked'); sys.exit(code)"]
+    r = subprocess.run(cmd + ["inspect", str(good)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "minimise regression!H6" in r.stdout and r.stdout.rstrip().endswith("forked")
+    bad = tmp_path / "bad.xlsx"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    r = subprocess.run(cmd + ["verify", str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout.strip() == "forked"
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"xl2nn: error: {bad}") and "Traceback" not in r.stderr

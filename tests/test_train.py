@@ -486,3 +486,17 @@ def test_small_models_train_on_one_thread_and_restore_the_count(tmp_path, monkey
     train(c.model, TrainOptions(steps=3, lr=0.05))
     assert seen == [1, 1, 1]
     assert torch.get_num_threads() == before
+
+
+def test_compile_trains_the_same_model(tmp_path):
+    """--compile runs the traced program through torch.compile: the same steps, to float64
+    rounding (inductor may fuse and reorder the arithmetic)."""
+    book = Path(__file__).resolve().parents[1] / "sample_workbooks" / "linear_regression.xlsx"
+    runs = {}
+    for flag in ([], ["--compile"]):
+        r = run_cli("train", str(book), "--steps", "20", "-o", str(tmp_path / f"o{len(flag)}.xlsx"), "--json", *flag)
+        assert r.returncode == 0, r.stderr
+        assert "warning" not in r.stderr, r.stderr
+        runs[bool(flag)] = json.loads(r.stdout)
+    assert runs[True]["final_loss"] == pytest.approx(runs[False]["final_loss"], rel=1e-10)
+    assert runs[True]["final_loss"] < runs[True]["start_loss"]

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: CUDA when available, else CPU")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--compile", action="store_true", help="torch.compile the traced model: faster steps on "
+                   "big sheets (~30%% on a CPU at 10,000+ rows) after ~10 s of compiling")
     p.add_argument("--log-every", type=int, help="trace every K-th step (default: at most ~1,000 rows)")
     p.add_argument("-o", "--output", help="the new workbook (default: FILE's stem + .trained + its suffix, "
                    "beside it)")
@@ -98,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         prefetch(args.file)          # read on a second core while torch imports
     import warnings
     from .compiler.lower import SnapshotWarning
+    from .train import CompileWarning
     with warnings.catch_warnings():          # restores the filters and showwarning afterwards
         warnings.simplefilter("always", SnapshotWarning)
+        warnings.simplefilter("always", CompileWarning)
         warnings.showwarning = _warning_line
         return _run(args)
 
@@ -300,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     opts = TrainOptions(steps=args.steps, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
                         batch_size=args.batch_size, init=args.init, seed=args.seed, log_every=args.log_every,
-                        dtype=args.dtype)
+                        dtype=args.dtype, compile=args.compile)
     # Tracing the model (make_fx) imports torch._dynamo on first use: 1.6 s. Done now, it
     # overlaps the workbook being read on the other core (reader.prefetch).
     import torch._dynamo  # noqa: F401

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -47,6 +48,7 @@ class TrainOptions:
     seed: int = 0
     log_every: int | None = None      # None: so that at most ~MAX_TRACE_ROWS rows are logged
     dtype: str = "float64"
+    compile: bool = False             # torch.compile the traced program
 
 
 @dataclass
@@ -91,6 +93,10 @@ def loss_function(spec: ModelSpec) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda y: y
 
 
+class CompileWarning(UserWarning):
+    """torch.compile could not be used; training went on without it."""
+
+
 def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = None) -> TrainResult:
     """Train `model` in place; raises BadInput (nothing written) on bad options or divergence."""
     _check_options(opts)
@@ -116,6 +122,10 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
     dtype = DTYPES[opts.dtype]
     if dtype != torch.float64:
         _cast(program, dtype, opts.dtype)
+    if opts.compile:
+        why = program.compile()
+        if why:
+            warnings.warn(CompileWarning(f"--compile: {why}; training without it"))
     threads = torch.get_num_threads()
     if device.type == "cpu" and _largest_tensor(program) < SMALL_TENSOR:
         torch.set_num_threads(1)

@@ -31,8 +31,10 @@ class Program(nn.Module):
         self.names = list(model.weights.keys())
         self._batches = nn.ModuleDict()      # one traced program per batch size ...
         self._untraced: set[str] = set()     # ... or, where its trace was wrong, the interpreter
+        self._batches_compiled: dict[str, object] = {}
         self.full: fx.GraphModule | None = None
         self.fallback = ""          # why the interpreter runs instead (empty: the trace runs)
+        self.compiled = False       # torch.compile'd (see compile())
         try:
             self.full = optimise(_trace(model, None))
         except Exception as exc:    # a construct the tracer cannot follow: interpret instead
@@ -53,7 +55,24 @@ class Program(nn.Module):
     def forward(self) -> torch.Tensor:
         if self.full is None:
             return self.model()
+        if self.compiled:
+            return self._full_compiled(*self._weights())
         return self.full.forward(*self._weights())   # no hooks: skip Module.__call__
+
+    def compile(self) -> str:
+        """Run the traced programs through torch.compile from now on (fused kernels: ~30% off
+        a CPU step at 10,000+ rows, after ~10 s of compiling). Returns why not, if it cannot."""
+        if self.full is None:
+            return self.fallback
+        try:
+            compiled = torch.compile(self.full, dynamic=False)
+            with torch.no_grad():
+                compiled(*self._weights())
+        except Exception as exc:            # e.g. no C++ compiler for inductor: stay eager
+            return f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        self._full_compiled = compiled
+        self.compiled = True
+        return ""
 
     def batch(self, index: torch.Tensor) -> torch.Tensor:
         """The objective on the rows `index` (see CompiledModel.batch_objective)."""
@@ -72,7 +91,12 @@ class Program(nn.Module):
                 self._untraced.add(key)
         if key in self._untraced:
             return self.model.batch_objective(index)
-        return self._batches[key](*self._weights(), index)
+        gm = self._batches[key]
+        if self.compiled:
+            if key not in self._batches_compiled:
+                self._batches_compiled[key] = torch.compile(gm, dynamic=False)
+            return self._batches_compiled[key](*self._weights(), index)
+        return gm(*self._weights(), index)
 
     def check(self, generator: torch.Generator | None = None) -> float:
         """Largest relative difference to the interpreter, at the current weights and at a

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import signal
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -61,8 +64,65 @@ class _Prefetch:
         except BaseException as exc:      # handed to the main thread, which raises it
             self.error = exc
 
+    def get(self) -> Workbook:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
-_prefetched: _Prefetch | None = None
+
+class _ForkedPrefetch:
+    """The same, in a forked child: no GIL shared with the torch import at all. Only forked
+    before torch (or any thread) exists; the workbook comes back pickled through a pipe."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.key = _file_key(path)
+        read_end, write_end = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:                              # the child: read, send, leave
+            os.close(read_end)
+            code = 0
+            try:
+                try:
+                    result: tuple = ("ok", _read(Path(path), path))
+                except Exception as exc:
+                    result = ("error", exc)
+                with os.fdopen(write_end, "wb") as out:
+                    pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(write_end)
+        self.fd: int | None = read_end
+
+    def get(self) -> Workbook:
+        fd, self.fd = self.fd, None
+        try:
+            with os.fdopen(fd, "rb") as src:
+                kind, value = pickle.load(src)
+        except (EOFError, pickle.UnpicklingError, TypeError):
+            kind, value = "lost", None
+        finally:
+            os.waitpid(self.pid, 0)
+        if kind == "error":
+            raise value
+        if kind != "ok":                               # the child died: read it here instead
+            return _read(Path(self.path), self.path)
+        return value
+
+    def __del__(self) -> None:
+        if self.fd is not None:                        # never collected: stop the child
+            os.close(self.fd)
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+
+
+_prefetched: _Prefetch | _ForkedPrefetch | None = None
 
 
 def _file_key(path: str) -> tuple | None:
@@ -74,9 +134,14 @@ def _file_key(path: str) -> tuple | None:
 
 
 def prefetch(path: str | os.PathLike[str]) -> None:
-    """Start reading `path` in the background; the next read_workbook of it waits for that."""
+    """Start reading `path` in the background; the next read_workbook of it takes the result."""
     global _prefetched
-    if os.path.isfile(path):
+    if not os.path.isfile(path):
+        return
+    # fork only while the process is single-threaded and torch-free (forking torch is unsafe)
+    if hasattr(os, "fork") and "torch" not in sys.modules and threading.active_count() == 1:
+        _prefetched = _ForkedPrefetch(str(path))
+    else:
         _prefetched = _Prefetch(str(path))
 
 
@@ -84,12 +149,9 @@ def read_workbook(path: str | os.PathLike[str]) -> Workbook:
     global _prefetched
     pending, _prefetched = _prefetched, None
     if pending is not None and pending.key is not None and pending.key == _file_key(str(path)):
-        pending.thread.join()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        pending.result.path = str(path)
-        return pending.result
+        wb = pending.get()
+        wb.path = str(path)
+        return wb
     return _read(Path(path), str(path))
 
 
