@@ -5,7 +5,6 @@ slow, general paths give, and on any form they do not know they must step aside.
 """
 from __future__ import annotations
 
-import io
 import sys
 import zipfile
 from pathlib import Path
@@ -88,6 +87,13 @@ ODD_FORMS = {
     "entity in a string": lambda d: d.replace(b"<t>Survived</t>", b"<t>Survived &#38; &amp; &lt;</t>", 1),
     "t after s": lambda d: d.replace(b'<c r="AG1" t="inlineStr">', b'<c r="AG1" s="0" t="inlineStr">', 1),
     "empty value": lambda d: d.replace(b'<c r="H4"><v>', b'<c r="H4"><v></v><v>', 1),
+    # spellings that would hide a t="..." or a shared formula from a byte search
+    "single-quoted type": lambda d: d.replace(b'<c r="A3" t="inlineStr">', b"<c r=\"A3\" t='inlineStr'>", 1),
+    "spaced type": lambda d: d.replace(b'<c r="A3" t="inlineStr">', b'<c r="A3" t = "inlineStr">', 1),
+    "newline in a tag": lambda d: d.replace(b'<c r="A3" t="inlineStr">', b'<c r="A3"\nt="inlineStr">', 1),
+    "single-quoted shared formulas": lambda d: d.replace(b'<f t="shared" ref="AC4:AC43" si="0">',
+                                                         b"<f t='shared' ref='AC4:AC43' si='0'>")
+                                                .replace(b'<f t="shared" si="0"/>', b"<f t='shared' si='0'/>"),
 }
 
 

@@ -22,7 +22,6 @@ def recalculated_values(graph: Graph, recalc: Recalc) -> dict[str, CellColumns]:
     """Every recomputed formula cell's value, per sheet (families we skipped keep theirs):
     numbers as arrays, the rest (text, booleans, errors, empties) by cell."""
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    other: dict[str, dict[tuple[int, int], CellValue]] = {}
     for fam in graph.families:
         if fam.id in recalc.skipped:
             continue

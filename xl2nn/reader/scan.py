@@ -23,7 +23,8 @@ from ..cells import MAX_COL, MAX_ROW, CellError, CellValue
 
 _LT, _GT, _SLASH, _QUOTE, _SPACE = 60, 62, 47, 34, 32
 _CHILD = np.frombuffer(b'<f t="shared" si="', np.uint8)
-_ATTR = re.compile(r'([\w:]+)\s*=\s*"([^"]*)"')
+_ATTR = re.compile(r'([\w:]+)="([^"]*)"')
+_ATTRS = re.compile(r'(?: [\w:]+="[^"]*")*\s*')
 _ENTITY = re.compile(r"&(lt|gt|amp|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 _INLINE_T = re.compile(rb"<t(?:\s[^>]*)?>([^<]*)</t>")
@@ -168,6 +169,16 @@ def _cell_types(a: np.ndarray, attrs: np.ndarray, ends: np.ndarray) -> np.ndarra
     if width > 80:
         raise Unusual("long cell tag")
     w = _window(a, attrs[more], width + 2)
+    inside = np.arange(width + 2)[None, :] < lens[:, None]
+    # Only the plain spelling ` name="value"`: a quote of the other kind, a newline or tab, or
+    # space around '=' would hide a t="..." from the search below. Such tags go to the parser.
+    if (inside & ((w == ord("'")) | (w == 9) | (w == 10) | (w == 13))).any():
+        raise Unusual("odd attribute spelling")
+    eq = inside & (w == ord("="))
+    named = np.zeros_like(eq)
+    named[:, 1:-1] = (w[:, :-2] != _SPACE) & (w[:, 2:] == _QUOTE)
+    if (eq & ~named).any():
+        raise Unusual("odd attribute spelling")
     found = np.zeros(len(more), bool)
     for j in range(max(width - 3, 0)):
         hit = ~found & (j + 4 < lens) & (w[:, j] == _SPACE) & (w[:, j + 1] == ord("t")) \
@@ -342,7 +353,10 @@ def _scan(body: bytes, start: int, stop: int, shared: list[str]) -> Scanned:
         at = int(fo[i])
         end = body.find(b">", at, stop)
         closed = body[end - 1] == _SLASH
-        attrs = dict(_ATTR.findall(body[at + 2:end - 1 if closed else end].decode()))
+        spelled = body[at + 2:end - 1 if closed else end].decode()
+        if not _ATTRS.fullmatch(spelled):
+            raise Unusual("odd attribute spelling")
+        attrs = dict(_ATTR.findall(spelled))
         text = None
         if not closed:
             text_end = body.find(b"<", end)

@@ -61,7 +61,8 @@ class _Columns:
             self._alive = np.concatenate([self._alive, np.ones(sum(len(r) for r in rows), bool)])
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows, columns and payloads of the live entries (later duplicates win)."""
+        """Rows, columns and payloads of the live entries, in the order added (a cell given
+        twice appears twice; written into a grid, the later one wins)."""
         self._flush()
         if self._alive.all():
             return self._rows, self._cols, self._data

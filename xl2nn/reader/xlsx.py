@@ -102,7 +102,7 @@ class _ForkedPrefetch:
         try:
             with os.fdopen(fd, "rb") as src:
                 kind, value = pickle.load(src)
-        except (EOFError, pickle.UnpicklingError, TypeError):
+        except Exception:                             # cut short: the child died mid-way
             kind, value = "lost", None
         finally:
             os.waitpid(self.pid, 0)
@@ -126,11 +126,12 @@ _prefetched: _Prefetch | _ForkedPrefetch | None = None
 
 
 def _file_key(path: str) -> tuple | None:
+    """The file as it is now: the same path (however spelled), size and modification time."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (path, st.st_size, st.st_mtime_ns)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
 def prefetch(path: str | os.PathLike[str]) -> None:
