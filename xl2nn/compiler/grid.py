@@ -76,6 +76,10 @@ class Grids:
             num = np.broadcast_to(num[:, 0, 0], (f,))
             kinds = np.broadcast_to(kinds[:, 0, 0], (f,))
             text = None if text is None else np.broadcast_to(text[:, 0, 0], (f,))
+        # A formula is never blank: =A1 of an empty A1 shows 0, a number (COUNT counts it).
+        blank = kinds == EMPTY
+        if blank.any():
+            num, kinds = np.where(blank, 0.0, num), np.where(blank, NUM, kinds)
         self.num[fam.sheet][rows, cols] = num
         self.kind[fam.sheet][rows, cols] = kinds
         self.text[fam.sheet][rows, cols] = text if text is not None else None

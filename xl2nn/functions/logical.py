@@ -38,12 +38,15 @@ def if_(args: list[Val | None], ctx: Context) -> Val:
             text = np.where(cn, ty, tn)
         return Val(num, kind.astype(np.int8), text)
 
-    def pick(c: object, y: object, n: object) -> object:
-        b = to_bool(c)
-        if isinstance(b, CellError):
-            return b
-        return y if b else n
-    return Elementwise(lambda *_: None, pick, coerce=lambda x: x).slow([cond, yes, no], ctx)
+    # Cell by cell: only the condition's error and the chosen branch's matter (an error in
+    # the branch not taken must not leak, as a generic elementwise loop would let it).
+    shape = torch.broadcast_shapes(cond.num.shape, yes.num.shape, no.num.shape)
+    c_o, y_o, n_o = (np.broadcast_to(to_objects(v), shape) for v in (cond, yes, no))
+    out = np.empty(shape, dtype=object)
+    for idx in np.ndindex(*shape):
+        b = to_bool(c_o[idx])
+        out[idx] = b if isinstance(b, CellError) else (y_o[idx] if b else n_o[idx])
+    return from_objects(out, ctx.device)
 
 
 def _logic(args: list[Val | None], ctx: Context, is_and: bool) -> Val:

@@ -108,6 +108,8 @@ def with_errors(result: Val, codes: np.ndarray | None, device: torch.device) -> 
     if codes is None or all(c is None for c in codes):
         return result
     objs = to_objects(result)
+    if len(codes) == 1 and len(objs) > 1:      # an error in a part shared by every cell: all of them
+        codes = np.repeat(codes, len(objs))
     for i, code in enumerate(codes):
         if code is not None:
             objs[i] = CellError(code)
