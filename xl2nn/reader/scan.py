@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..cells import MAX_COL, MAX_ROW, CellError, CellValue
+from ..ooxml import NS_MAIN
 
 _LT, _GT, _SLASH, _QUOTE, _SPACE = 60, 62, 47, 34, 32
 _CHILD = np.frombuffer(b'<f t="shared" si="', np.uint8)
@@ -196,6 +197,22 @@ def _owner(cs: np.ndarray, tag_end: np.ndarray, close: np.ndarray, at: np.ndarra
     if len(at) and (ci.min() < 0 or (at <= tag_end[ci]).any() or (at >= close[ci]).any()):
         raise Unusual("a tag outside its cell")
     return ci
+
+
+_MAIN_XMLNS = f'xmlns="{NS_MAIN}"'.encode()
+
+
+def sheet_data(data: bytes) -> tuple[int, int] | None:
+    """Where the body of a worksheet part's <sheetData> lies (start, stop), when the part can
+    be scanned: unprefixed tags in the main namespace, no DTD before it, cells inside."""
+    start = data.find(b"<sheetData")
+    if start < 0 or b"<!" in data[:start] or _MAIN_XMLNS not in data[:start]:
+        return None
+    open_end = data.find(b">", start)
+    if open_end < 0 or data[open_end - 1] == 0x2F:       # <sheetData/>: nothing to scan
+        return None
+    stop = data.find(b"</sheetData>", open_end)
+    return (open_end + 1, stop) if stop >= 0 else None
 
 
 def scan(data: bytes, start: int, stop: int, shared: list[str]) -> Scanned | None:

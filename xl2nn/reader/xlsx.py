@@ -22,7 +22,7 @@ from ..cells import Area, CellError, CellValue, a1, parse_a1
 from ..errors import BadInput
 from ..ooxml import (M, MAX_PART_BYTES, ZIP_ERRORS, parse_xml, part_relationships, read_part, sheet_parts, why_unreadable,
                      workbook_part)
-from .scan import scan
+from .scan import scan, sheet_data
 from .workbook import DefinedName, Formula, Sheet, Table, Workbook
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -275,16 +275,8 @@ def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str],
 
 def _fast_read(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas", crc: tuple[int, int]) -> bool:
     """The NumPy scan of <sheetData> (see scan.py); False when the part needs the XML parser."""
-    start = data.find(b"<sheetData")
-    if start < 0 or b"<!" in data[:start] or _MAIN_XMLNS not in data[:start]:
-        return False
-    open_end = data.find(b">", start)
-    if open_end < 0 or data[open_end - 1] == 0x2F:       # <sheetData/>: nothing to scan
-        return False
-    end = data.find(b"</sheetData>", open_end)
-    if end < 0:
-        return False
-    found = scan(data, open_end + 1, end, shared)
+    body = sheet_data(data)
+    found = scan(data, *body, shared) if body is not None else None
     if found is None:
         return False
     sheet.spans = (crc, found.spans)       # the writer splices new values in at these places
@@ -296,9 +288,6 @@ def _fast_read(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas", 
         sink.formula(pos, attrs.get("t", "normal"), text or "", attrs.get("ref"), attrs.get("si", ""))
     sink.children(found.child_rows, found.child_cols, found.child_si)
     return True
-
-
-_MAIN_XMLNS = b'xmlns="' + M[1:-1].encode() + b'"'
 
 
 def _parse_sheet(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas", label: str) -> None:

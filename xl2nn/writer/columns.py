@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..cells import CellValue
-from ..reader.scan import ValueSpans, locate
+from ..reader.scan import ValueSpans, locate, sheet_data
 
 Pos = tuple[int, int]
 
@@ -37,6 +37,11 @@ class CellColumns:
         return out
 
 
+def cell_keys(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """One integer per cell (columns stop at 16,384 < 2**15)."""
+    return np.asarray(rows, np.int64) * (1 << 15) + np.asarray(cols, np.int64)
+
+
 def splice_numbers(data: bytes, rows: np.ndarray, cols: np.ndarray, numbers: np.ndarray,
                    spans: ValueSpans | None = None) -> tuple[bytes, np.ndarray] | None:
     """`data` (a worksheet part) with the cached number of each cell (rows[i], cols[i]) set to
@@ -44,21 +49,17 @@ def splice_numbers(data: bytes, rows: np.ndarray, cols: np.ndarray, numbers: np.
     in the plain form (then nothing was done). `spans`: the part's layout, when the reader
     already found it (it must be of these very bytes)."""
     if spans is None:
-        start = data.find(b"<sheetData")
-        open_end = data.find(b">", start) if start >= 0 else -1
-        stop = data.find(b"</sheetData>", open_end) if open_end >= 0 else -1
-        if stop < 0 or data[open_end - 1] == 0x2F:
-            return None
-        spans = locate(data, open_end + 1, stop)
+        body = sheet_data(data)
+        spans = locate(data, *body) if body is not None else None
         if spans is None:
             return None
     # cell keys, sorted, to find each update's cell
-    key = spans.rows.astype(np.int64) * (1 << 15) + spans.cols
+    key = cell_keys(spans.rows, spans.cols)
     order = np.argsort(key, kind="stable")
     skey = key[order]
     if len(skey) > 1 and (skey[1:] == skey[:-1]).any():
         return None                                     # a cell written twice: leave it to the general path
-    want = rows.astype(np.int64) * (1 << 15) + cols.astype(np.int64)
+    want = cell_keys(rows, cols)
     at = np.minimum(np.searchsorted(skey, want), len(skey) - 1)
     found = skey[at] == want
     cell = np.where(found, order[at], -1)

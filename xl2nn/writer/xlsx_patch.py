@@ -28,7 +28,7 @@ from ..errors import BadInput
 from ..ooxml import (M, NS_MAIN, ZIP_ERRORS, why_unreadable, NS_REL, parse_xml, part_relationships, read_part, rels_path,
                      sheet_parts, workbook_part)
 from .atomic import atomic_output
-from .columns import CellColumns, splice_numbers
+from .columns import CellColumns, cell_keys, splice_numbers
 from .trace_sheet import (MAX_CELL_TEXT, XML_DECL, LineChart, NewSheet, cell_text, chart_anchor, chart_xml,
                           drawing_rels_xml, drawing_xml, integral_column, needs_preserve, sheet_rels_xml, sheet_xml,
                           table_of, xml_escape)
@@ -858,8 +858,8 @@ def _splice_columns(data: bytes, columns: CellColumns, vals: dict[tuple[int, int
     left for the cell-by-cell patcher (`vals`, plus the numbers the splice could not place)."""
     rows, cols, numbers = columns.rows, columns.cols, columns.numbers
     if vals:
-        taken = np.fromiter(((int(r), int(c)) in vals for r, c in zip(rows.tolist(), cols.tolist())), bool,
-                            count=len(rows))
+        given = np.array(list(vals), np.int64).reshape(-1, 2)      # the few cells set one by one win
+        taken = np.isin(cell_keys(rows, cols), cell_keys(given[:, 0], given[:, 1]))
         rows, cols, numbers = rows[~taken], cols[~taken], numbers[~taken]
     done = splice_numbers(data, rows, cols, numbers, spans)
     if done is None:
