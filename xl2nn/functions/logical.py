@@ -13,7 +13,7 @@ def _const(value: float, kind: int, ctx: Context) -> Val:
     return Val(torch.full((1, 1, 1), value, dtype=torch.float64, device=ctx.device), kind)
 
 
-@excel("IF", "Logical", min_args=1, max_args=3)
+@excel("IF", "Logical", min_args=1, max_args=3, args="VRR")
 def if_(args: list[Val | None], ctx: Context) -> Val:
     cond = args[0]
     yes = args[1] if len(args) > 1 and args[1] is not None else (
@@ -87,12 +87,12 @@ def _logic(args: list[Val | None], ctx: Context, is_and: bool) -> Val:
     return from_objects(out, ctx.device)
 
 
-@excel("AND", "Logical", min_args=1, differentiable=False)
+@excel("AND", "Logical", min_args=1, differentiable=False, args="R")
 def and_(args: list[Val | None], ctx: Context) -> Val:
     return _logic(args, ctx, True)
 
 
-@excel("OR", "Logical", min_args=1, differentiable=False)
+@excel("OR", "Logical", min_args=1, differentiable=False, args="R")
 def or_(args: list[Val | None], ctx: Context) -> Val:
     return _logic(args, ctx, False)
 
@@ -106,7 +106,7 @@ def not_(args: list[Val | None], ctx: Context) -> Val:
     return _NOT([v], ctx)
 
 
-@excel("IFERROR", "Logical", min_args=2, max_args=2)
+@excel("IFERROR", "Logical", min_args=2, max_args=2, args="RR")
 def iferror(args: list[Val | None], ctx: Context) -> Val:
     value = args[0] if args[0] is not None else _const(0.0, NUM, ctx)
     fallback = args[1] if args[1] is not None else _const(0.0, NUM, ctx)

@@ -101,13 +101,13 @@ def round_(args: list[Val | None], ctx: Context) -> Val:
     return _ROUND.slow([_arg(args[0], ctx), digits], ctx)
 
 
-@excel("SUM", "Math & Trig")
+@excel("SUM", "Math & Trig", args="R")
 def sum_(args: list[Val | None], ctx: Context) -> Val:
     n = Numbers(args, ctx)
     return with_errors(Val(n.sum(), NUM), n.errors, ctx.device)
 
 
-@excel("SUMSQ", "Math & Trig")
+@excel("SUMSQ", "Math & Trig", args="R")
 def sumsq(args: list[Val | None], ctx: Context) -> Val:
     n = Numbers(args, ctx)
     return with_errors(Val(n.sum(lambda x: x * x), NUM), n.errors, ctx.device)
@@ -129,7 +129,7 @@ def _whole_error(v: Val, code: CellError, ctx: Context) -> Val:
     return from_objects(objs, ctx.device)
 
 
-@excel("SUMPRODUCT", "Math & Trig", min_args=1)
+@excel("SUMPRODUCT", "Math & Trig", min_args=1, args="A")
 def sumproduct(args: list[Val | None], ctx: Context) -> Val:
     vals = [_arg(a, ctx) for a in args]
     shapes = {v.num.shape[1:] for v in vals}
@@ -163,7 +163,7 @@ def sumproduct(args: list[Val | None], ctx: Context) -> Val:
     return with_errors(Val(result, NUM), _array_errors(vals), ctx.device)
 
 
-@excel("MMULT", "Math & Trig", min_args=2, max_args=2)
+@excel("MMULT", "Math & Trig", min_args=2, max_args=2, args="A")
 def mmult(args: list[Val | None], ctx: Context) -> Val:
     a, b = _arg(args[0], ctx), _arg(args[1], ctx)
     if a.num.shape[2] != b.num.shape[1] or a.uniform() != NUM or b.uniform() != NUM:
@@ -173,7 +173,7 @@ def mmult(args: list[Val | None], ctx: Context) -> Val:
     return Val(torch.matmul(a.num, b.num), NUM)
 
 
-@excel("TRANSPOSE", "Lookup & Reference", min_args=1, max_args=1)
+@excel("TRANSPOSE", "Lookup & Reference", min_args=1, max_args=1, args="A")
 def transpose(args: list[Val | None], ctx: Context) -> Val:
     v = _arg(args[0], ctx)
     kind = v.kind.transpose(0, 2, 1) if isinstance(v.kind, np.ndarray) else v.kind

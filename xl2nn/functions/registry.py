@@ -33,6 +33,14 @@ class Function:
     differentiable: bool = True
     min_args: int = 0
     max_args: int = 255
+    # How each argument is read, Excel's parameter classes (the last letter repeats):
+    # V value: a range given here is implicitly intersected with the formula's cell in an
+    #   ordinary (non-array) formula; R reference: a range is taken whole, but an expression
+    #   is still computed as a value; A array: everything inside is computed as arrays.
+    args: str = "V"
+
+    def arg_class(self, i: int) -> str:
+        return self.args[min(i, len(self.args) - 1)]
 
 
 FUNCTIONS: dict[str, Function] = {}
@@ -45,9 +53,11 @@ VOLATILE = frozenset({"RAND", "RANDBETWEEN", "RANDARRAY", "NOW", "TODAY", "OFFSE
 
 
 def excel(name: str, category: str, *, min_args: int = 0, max_args: int = 255,
-          differentiable: bool = True) -> Callable[[Impl], Impl]:
+          differentiable: bool = True, args: str = "V") -> Callable[[Impl], Impl]:
     def register(fn: Impl) -> Impl:
-        FUNCTIONS[name] = Function(name, category, fn, differentiable, min_args, max_args)
+        assert name not in FUNCTIONS, f"{name} registered twice"
+        assert set(args) <= set("VRA"), args
+        FUNCTIONS[name] = Function(name, category, fn, differentiable, min_args, max_args, args)
         return fn
     return register
 

@@ -9,7 +9,7 @@ from .registry import Context, excel, with_errors
 from .values import DIV0, EMPTY, NUM, Val, from_objects, to_objects
 
 
-@excel("AVERAGE", "Statistical", min_args=1)
+@excel("AVERAGE", "Statistical", min_args=1, args="R")
 def average(args: list[Val | None], ctx: Context) -> Val:
     n = Numbers(args, ctx)
     total, count = n.sum(), n.count()
@@ -21,26 +21,26 @@ def average(args: list[Val | None], ctx: Context) -> Val:
     return with_errors(result, n.errors, ctx.device)
 
 
-@excel("MAX", "Statistical", min_args=1)
+@excel("MAX", "Statistical", min_args=1, args="R")
 def max_(args: list[Val | None], ctx: Context) -> Val:
     n = Numbers(args, ctx)
     return with_errors(Val(n.extreme(True), NUM), n.errors, ctx.device)
 
 
-@excel("MIN", "Statistical", min_args=1)
+@excel("MIN", "Statistical", min_args=1, args="R")
 def min_(args: list[Val | None], ctx: Context) -> Val:
     n = Numbers(args, ctx)
     return with_errors(Val(n.extreme(False), NUM), n.errors, ctx.device)
 
 
-@excel("COUNT", "Statistical", differentiable=False)
+@excel("COUNT", "Statistical", differentiable=False, args="R")
 def count(args: list[Val | None], ctx: Context) -> Val:
     # COUNT never fails: errors are simply not numbers.
     n = Numbers(args, ctx)
     return Val(n.count(), NUM)
 
 
-@excel("COUNTA", "Statistical", differentiable=False)
+@excel("COUNTA", "Statistical", differentiable=False, args="R")
 def counta(args: list[Val | None], ctx: Context) -> Val:
     total = None
     for a in args:

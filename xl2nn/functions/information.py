@@ -1,0 +1,2 @@
+"""Information functions: what kind of value a cell holds."""
+from __future__ import annotations

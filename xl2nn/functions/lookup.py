@@ -1,0 +1,2 @@
+"""Lookup & Reference functions."""
+from __future__ import annotations
