@@ -83,3 +83,51 @@ def test_eval_refuses_to_overwrite_its_input(tmp_path):
     before = sha256(f)
     _assert_one_line(run("eval", str(f), "-o", str(f)), "new file")
     assert sha256(f) == before
+
+
+def test_eval_computes_what_it_can_and_lists_the_rest(tmp_path):
+    """Cells using unimplemented functions keep their cached values, listed in one warning
+    by function; the cells that read them are computed from those values. --strict: exit 2."""
+    import json
+
+    from xl2nn.libreoffice import find_soffice
+    from xl2nn.reader import read_workbook
+    from openpyxl import Workbook
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "s"
+    for r in range(1, 5):
+        ws[f"A{r}"] = r
+        ws[f"B{r}"] = f"=BESSELJ(A{r},1)"            # unsupported, copied down: one range
+        ws[f"C{r}"] = f"=B{r}*2+A{r}"                # supported, reads the unsupported cells
+    ws["D1"] = "=ERFC(A1)"
+    ws["D2"] = "=RAND()"
+    src = tmp_path / "partial.xlsx"
+    wb.save(src)
+    if find_soffice() is not None:                   # give the file real cached values
+        from xl2nn.libreoffice import recalculate
+        recalculate(src, tmp_path / "cached.xlsx")
+        src = tmp_path / "cached.xlsx"
+    cached = read_workbook(src).sheets["s"].values
+    out = tmp_path / "out.xlsx"
+    r = run("eval", str(src), "-o", str(out))
+    rc, err = r.returncode, r.stderr
+    assert rc == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("xl2nn: warning:")]
+    assert len(warnings) == 1, err
+    assert "6 formula cells kept their cached values" in warnings[0]
+    assert "BESSELJ (s!B1:B4)" in warnings[0] and "ERFC (s!D1)" in warnings[0]
+    assert "volatile RAND (s!D2)" in warnings[0]
+    got = read_workbook(out).sheets["s"].values
+    for r in range(1, 5):
+        assert got[(r, 2)] == cached[(r, 2)]               # kept
+        assert got[(r, 3)] == cached[(r, 2)] * 2 + r       # computed, from the kept values
+    r = run("eval", str(src), "-o", str(tmp_path / "j.xlsx"), "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == 0 and report["unsupported"] == {"BESSELJ": ["s!B1:B4"], "ERFC": ["s!D1"]}
+    assert report["volatile"] == {"RAND": ["s!D2"]} and report["cells_kept"] == 6
+    strict = tmp_path / "strict.xlsx"
+    r = run("eval", str(src), "-o", str(strict), "--strict")
+    _assert_one_line(r, "partial.xlsx" if src.name == "partial.xlsx" else "cached.xlsx", "--strict",
+                     "BESSELJ (s!B1:B4), ERFC (s!D1)")
+    assert not strict.exists()

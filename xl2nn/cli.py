@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="recalculate every formula cell and write a copy with the results")
     p.add_argument("file")
     p.add_argument("-o", "--output", required=True, help="the new workbook to write")
+    p.add_argument("--strict", action="store_true", help="fail (exit 2, nothing written) when any cell "
+                   "uses a function xl2nn does not implement, instead of keeping its cached value")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("verify", help="check recomputed cells against cached values and autograd "
@@ -173,23 +175,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .api import recalculate_workbook
+    from .errors import BadInput
     from .writeback import write_recalculated
     t0 = time.perf_counter()
     wb, graph, recalc = recalculate_workbook(args.file)
+    missing, volatile, n_missing, n_volatile = recalc.not_recomputed(graph)
+    kept = n_missing + n_volatile
+    if missing and args.strict:
+        raise BadInput(f"{args.file}: --strict: {n_missing:,} formula cells use what xl2nn does not implement: "
+                       + _listing(missing))
     out = Path(args.output)
     written = write_recalculated(Path(args.file), out, wb, graph, recalc)
-    skipped = {}
-    for fid, why in recalc.skipped.items():
-        skipped.setdefault(why, []).append(str(graph.families[fid].area))
     if args.json:
-        print(json.dumps({"output": str(out), "cells_written": written, "skipped": skipped,
+        print(json.dumps({"output": str(out), "cells_written": written, "cells_kept": kept,
+                          "unsupported": missing, "volatile": volatile,
                           "seconds": time.perf_counter() - t0}, indent=2))
     else:
         print(f"recalculated {written:,} formula cells in {time.perf_counter() - t0:.2f}s → {out}")
-        for why, cells in skipped.items():
-            print(f"xl2nn: warning: kept cached values ({why}): {', '.join(cells[:5])}"
-                  f"{' ...' if len(cells) > 5 else ''}", file=sys.stderr)
+    if kept:
+        parts = ([f"unsupported {_listing(missing)}"] if missing else []) + \
+            ([f"volatile {_listing(volatile)} (a snapshot)"] if volatile else [])
+        print(f"xl2nn: warning: {kept:,} formula cells kept their cached values: {'; '.join(parts)}",
+              file=sys.stderr)
     return EXIT_OK
+
+
+def _listing(by_name: dict[str, list[str]], most: int = 4) -> str:
+    """'VLOOKUP (s!K1:K9, s!M2), FOO (s!A1 and 3 more)': each function with its cells."""
+    items = []
+    for name, areas in by_name.items():
+        shown = ", ".join(areas[:most]) + (f" and {len(areas) - most} more" if len(areas) > most else "")
+        items.append(f"{name} ({shown})")
+    return ", ".join(items)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..cells import MAX_COL, MAX_ROW, CellError, CellValue, cell_name
-from ..formula.ast import Ref, refs, to_text
+from ..formula.ast import Ref, refs
 from ..functions import FUNCTIONS, VOLATILE
 from ..functions.values import BOOL, EMPTY, ERROR, NUM, TEXT, Val, to_objects
 from ..ir.families import Family, calls
@@ -184,6 +184,21 @@ class Recalc:
     grids: Grids
     skipped: dict[int, str] = field(default_factory=dict)   # family id -> why it kept its cached values
 
+    def not_recomputed(self, graph: Graph) -> tuple[dict[str, list[str]], dict[str, list[str]], int, int]:
+        """The skipped cells by function: (unsupported, volatile, and how many cells each);
+        each maps a function name to the ranges of the cells that use it."""
+        missing: dict[str, list[str]] = {}
+        volatile: dict[str, list[str]] = {}
+        counts = [0, 0]
+        for fid in sorted(self.skipped, key=lambda f: (graph.families[f].sheet, graph.families[f].area.r1,
+                                                         graph.families[f].area.c1)):
+            fam = graph.families[fid]
+            names = unsupported(fam)
+            counts[not (names - VOLATILE)] += fam.size
+            for name in sorted(names - VOLATILE) or sorted(names):
+                (volatile if name in VOLATILE else missing).setdefault(name, []).append(str(fam.area))
+        return dict(sorted(missing.items())), dict(sorted(volatile.items())), counts[0], counts[1]
+
 
 def recalculate(wb: Workbook, graph: Graph, only: set[int] | None = None,
                 device: torch.device | None = None,
@@ -242,7 +257,7 @@ def error_source(graph: Graph, grids: Grids, sheet: str, row: int, col: int) -> 
             if kinds is not None and r < kinds.shape[0] and c < kinds.shape[1] and kinds[r, c] == TEXT:
                 text.append(f"{cell_name(ref.sheet, r, c)} = {grids.value(ref.sheet, r, c)!r}")
     reads = f"; it reads text where a number belongs: {', '.join(text[:3])}" if text else ""
-    formula = "=" + to_text(fam.ast, row, col, fam.sheet)
+    formula = fam.formula_at(row, col)
     return f"{where} ({formula}{reads})"
 
 

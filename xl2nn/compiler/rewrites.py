@@ -211,8 +211,9 @@ def _full_sum(gm: fx.GraphModule, node: fx.Node) -> object:
 
 
 def _select_only(gm: fx.GraphModule, node: fx.Node) -> object:
-    # The one entry of a one-entry vector is a reshape.
-    if node.target == aten.select.int and _val(node.args[0]).numel() == 1:
+    # Selecting along a dimension of size 1 (the one entry of a one-entry vector, or the
+    # only block of a (1, h, w) array) is a reshape.
+    if node.target == aten.select.int and _val(node.args[0]).shape[node.args[1]] == 1:
         with gm.graph.inserting_before(node):
             new = gm.graph.call_function(aten.view.default, (node.args[0], list(_val(node).shape)))
             new.meta.update(node.meta)

@@ -13,7 +13,7 @@ def _const(value: float, kind: int, ctx: Context) -> Val:
     return Val(torch.full((1, 1, 1), value, dtype=torch.float64, device=ctx.device), kind)
 
 
-@excel("IF", "Logical", min_args=1, max_args=3, args="VRR")
+@excel("IF", "Logical", min_args=1, max_args=3, args="VPP")
 def if_(args: list[Val | None], ctx: Context) -> Val:
     cond = args[0]
     yes = args[1] if len(args) > 1 and args[1] is not None else (
@@ -106,7 +106,7 @@ def not_(args: list[Val | None], ctx: Context) -> Val:
     return _NOT([v], ctx)
 
 
-@excel("IFERROR", "Logical", min_args=2, max_args=2, args="RR")
+@excel("IFERROR", "Logical", min_args=2, max_args=2, args="PP")
 def iferror(args: list[Val | None], ctx: Context) -> Val:
     value = args[0] if args[0] is not None else _const(0.0, NUM, ctx)
     fallback = args[1] if args[1] is not None else _const(0.0, NUM, ctx)

@@ -36,7 +36,8 @@ class Function:
     # How each argument is read, Excel's parameter classes (the last letter repeats):
     # V value: a range given here is implicitly intersected with the formula's cell in an
     #   ordinary (non-array) formula; R reference: a range is taken whole, but an expression
-    #   is still computed as a value; A array: everything inside is computed as arrays.
+    #   is still computed as a value; A array: everything inside is computed as arrays;
+    #   P passed through: returned as the result (IF's branches), so read as the call is.
     args: str = "V"
 
     def arg_class(self, i: int) -> str:
@@ -56,7 +57,7 @@ def excel(name: str, category: str, *, min_args: int = 0, max_args: int = 255,
           differentiable: bool = True, args: str = "V") -> Callable[[Impl], Impl]:
     def register(fn: Impl) -> Impl:
         assert name not in FUNCTIONS, f"{name} registered twice"
-        assert set(args) <= set("VRA"), args
+        assert set(args) <= set("VRAP"), args
         FUNCTIONS[name] = Function(name, category, fn, differentiable, min_args, max_args, args)
         return fn
     return register

@@ -13,7 +13,8 @@ from ..arrays import unique
 from ..cells import Area, a1, cell_name
 from ..errors import FormulaError
 from ..formula import FormulaParser
-from ..formula.ast import Call, Node, Ref, to_text, walk
+from ..formula.ast import Call, Node, Ref, refs, to_text, walk
+from .intersect import candidates, inside, rewrite
 from ..reader.workbook import Workbook
 
 
@@ -29,6 +30,7 @@ class Family:
     ast: Node
     array: Area | None = None  # array formula: evaluated once at the anchor, fills this range
     deps: set[int] = field(default_factory=set)
+    written: Node | None = None  # the AST as written, where implicit intersection changed it
 
     @property
     def size(self) -> int:
@@ -52,7 +54,10 @@ class Family:
     @property
     def formula(self) -> str:
         """The formula as written in the family's first cell."""
-        return "=" + to_text(self.ast, int(self.rows[0]), int(self.cols[0]), self.sheet)
+        return self.formula_at(int(self.rows[0]), int(self.cols[0]))
+
+    def formula_at(self, row: int, col: int) -> str:
+        return "=" + to_text(self.written or self.ast, row, col, self.sheet)
 
     def __str__(self) -> str:
         return f"{self.area}"
@@ -100,34 +105,70 @@ def build_families(wb: Workbook) -> tuple[list[Family], list[ParseProblem]]:
             return unparsable
         return got
 
-    def add(sheet: str, rows: np.ndarray, cols: np.ndarray, ast: Node, array: Area | None = None) -> None:
+    def add(sheet: str, rows: np.ndarray, cols: np.ndarray, ast: Node, array: Area | None = None,
+            written: Node | None = None) -> None:
         families.append(Family(len(families), sheet, np.asarray(rows, dtype=np.int64),
-                               np.asarray(cols, dtype=np.int64), ast, array))
+                               np.asarray(cols, dtype=np.int64), ast, array, written=written))
 
     for sheet in wb.sheets.values():
         for area, text in sheet.arrays:
-            add(sheet.name, np.array([area.r1]), np.array([area.c1]), parsed(text, sheet.name, area.r1, area.c1), area)
+            if area.size > 1:       # a one-cell array formula joins its neighbours below
+                add(sheet.name, np.array([area.r1]), np.array([area.c1]),
+                    parsed(text, sheet.name, area.r1, area.c1), area)
         rows, cols, tids = sheet.formulas.arrays()
         if not len(rows):
             continue
         # One parse per template (a shared formula's master, or a lone formula), and one per
-        # R1C1 shape among those; the cells get their template's AST.
+        # R1C1 shape among those; the cells get their template's AST. Array formulas keep
+        # their ASTs as written; ordinary ones get implicit intersection below.
         asts: list[Node] = []
-        ast_ids: dict[int, int] = {}
+        ast_ids: dict[tuple[int, bool], int] = {}
+        plain: list[bool] = []
         used = unique(tids)
         aid_of = np.full(int(used.max()) + 1, -1, np.int64)
         for t in used.tolist():
             f = sheet.formulas.templates[t]
-            if f.array is not None:
+            if f.array is not None and f.array.size > 1:
                 continue            # its cells are the array family's
             ast = parsed(f.text, sheet.name, *f.anchor)
-            aid_of[t] = ast_ids.setdefault(id(ast), len(asts))
+            key = (id(ast), f.array is None)
+            aid_of[t] = ast_ids.setdefault(key, len(asts))
             if aid_of[t] == len(asts):
                 asts.append(ast)
+                plain.append(key[1])
         aid = aid_of[tids]
         keep = aid >= 0
-        _group(sheet.name, rows[keep], cols[keep], aid[keep], asts, add)
+        rows, cols, aid = rows[keep], cols[keep], aid[keep]
+        written = list(asts)
+        aid = _intersect(rows, cols, aid, asts, plain, written)
+        _group(sheet.name, rows, cols, aid, asts, lambda sh, r, c, a: add(
+            sh, r, c, asts[a], written=written[a] if written[a] is not asts[a] else None))
     return families, problems
+
+
+def _intersect(rows: np.ndarray, cols: np.ndarray, aid: np.ndarray, asts: list[Node],
+               plain: list[bool], written: list[Node]) -> np.ndarray:
+    """Give ordinary formulas that read a range as one value the AST for their position
+    (implicit intersection): new ASTs are appended to `asts` (what they were written as to
+    `written`), new ids returned."""
+    aid = aid.copy()
+    variants: dict[tuple[Node, int], int] = {}
+    for a in range(len(plain)):
+        cands = candidates(asts[a]) if plain[a] else []
+        if not cands:
+            continue
+        at = np.flatnonzero(aid == a)
+        code = np.zeros(len(at), np.int64)
+        for j, ref in enumerate(cands):
+            code |= inside(ref, rows[at], cols[at]).astype(np.int64) << j
+        for c in unique(code).tolist():
+            node = rewrite(asts[a], tuple(bool(c >> j & 1) for j in range(len(cands))))
+            new = variants.setdefault((node, a), len(asts))
+            if new == len(asts):
+                asts.append(node)
+                written.append(asts[a])
+            aid[at[code == c]] = new
+    return aid
 
 
 def _runs(major: np.ndarray, minor: np.ndarray, aid: np.ndarray, fits: np.ndarray
@@ -150,7 +191,7 @@ def _group(sheet: str, rows: np.ndarray, cols: np.ndarray, aid: np.ndarray, asts
     for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         idx = order[s:e]
         if e - s > 1:
-            add(sheet, rows[idx], cols[idx], asts[int(aid[idx[0]])])
+            add(sheet, rows[idx], cols[idx], int(aid[idx[0]]))
         else:
             single.append(idx[0])
     if not single:
@@ -160,7 +201,46 @@ def _group(sheet: str, rows: np.ndarray, cols: np.ndarray, aid: np.ndarray, asts
     order, bounds = _runs(rows, cols, aid, across)
     for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         idx = order[s:e]
-        add(sheet, rows[idx], cols[idx], asts[int(aid[idx[0]])])
+        add(sheet, rows[idx], cols[idx], int(aid[idx[0]]))
+
+
+def rectangles(families: list[Family], same_sources) -> list[Family]:
+    """Side-by-side column runs of one formula (filled right and down) merged into one
+    family over the rectangle, in row-major order, so a block its readers take is a
+    strided view of it. `same_sources(a, b)` says whether two runs read from the same
+    producers: where they do not (one ReLU column per unit, each on its own unit's
+    column), a merged family would only have to gather its input back together."""
+    runs = [f for f in families if f.array is None and len(f.rows) > 1 and f.cols[0] == f.cols[-1]
+            and _fits_run(f.ast, along_rows=False)]
+    runs.sort(key=lambda f: (f.sheet, id(f.ast), int(f.rows[0]), len(f.rows), int(f.cols[0])))
+    merged: dict[int, list[Family]] = {}
+    block: list[Family] = []
+    for f in runs:
+        prev = block[-1] if block else None
+        if (prev is not None and f.sheet == prev.sheet and f.ast is prev.ast and f.written is prev.written
+                and int(f.rows[0]) == int(prev.rows[0]) and len(f.rows) == len(prev.rows)
+                and int(f.cols[0]) == int(prev.cols[0]) + 1 and same_sources(prev, f)):
+            block.append(f)
+            continue
+        if len(block) > 1:
+            merged[block[0].id] = block
+        block = [f]
+    if len(block) > 1:
+        merged[block[0].id] = block
+    if not merged:
+        return families
+    gone = {f.id for b in merged.values() for f in b[1:]}
+    out: list[Family] = []
+    for f in families:
+        if f.id in gone:
+            continue
+        if f.id in merged:
+            b = merged[f.id]
+            f = Family(0, f.sheet, np.stack([g.rows for g in b], axis=1).reshape(-1),
+                       np.stack([g.cols for g in b], axis=1).reshape(-1), f.ast, written=f.written)
+        f.id = len(out)
+        out.append(f)
+    return out
 
 
 def _fits_run(ast: Node, along_rows: bool) -> bool:
@@ -176,9 +256,38 @@ def _fits_run(ast: Node, along_rows: bool) -> bool:
 
 
 def split(fam: Family, next_id: int) -> list[Family]:
-    """One family per cell: for runs whose cells read each other (recurrences)."""
-    return [Family(next_id + i, fam.sheet, fam.rows[i:i + 1], fam.cols[i:i + 1], fam.ast)
+    """A family whose cells read each other (a recurrence) in smaller pieces: a rectangle
+    into its rows (row k computed from row k-1: the per-step SGD sheet) or else its columns
+    (an RNN unrolled across), whichever does not read itself; a run into single cells."""
+    if len(np.unique(fam.rows)) > 1 and len(np.unique(fam.cols)) > 1:
+        for axis in (fam.rows, fam.cols):
+            pieces = [np.flatnonzero(axis == v) for v in np.unique(axis)]
+            parts = [Family(next_id + i, fam.sheet, fam.rows[p], fam.cols[p], fam.ast, written=fam.written)
+                     for i, p in enumerate(pieces)]
+            if not any(_reads_itself(p) for p in parts):
+                return parts
+    return [Family(next_id + i, fam.sheet, fam.rows[i:i + 1], fam.cols[i:i + 1], fam.ast, written=fam.written)
             for i in range(len(fam.rows))]
 
 
-__all__ = ["Family", "ParseProblem", "build_families", "calls", "split", "a1"]
+def _reads_itself(fam: Family) -> bool:
+    a = fam.area
+    for ref in refs(fam.ast):
+        if ref.sheet != fam.sheet:
+            continue
+        r1, c1 = _lo(ref.r1, ref.r1_abs, fam.rows), _lo(ref.c1, ref.c1_abs, fam.cols)
+        r2, c2 = _hi(ref.r2, ref.r2_abs, fam.rows), _hi(ref.c2, ref.c2_abs, fam.cols)
+        if min(r1, r2) <= a.r2 and a.r1 <= max(r1, r2) and min(c1, c2) <= a.c2 and a.c1 <= max(c1, c2):
+            return True
+    return False
+
+
+def _lo(v: int, absolute: bool, at: np.ndarray) -> int:
+    return v if absolute else int(at.min()) + v
+
+
+def _hi(v: int, absolute: bool, at: np.ndarray) -> int:
+    return v if absolute else int(at.max()) + v
+
+
+__all__ = ["Family", "ParseProblem", "build_families", "calls", "rectangles", "split", "a1"]

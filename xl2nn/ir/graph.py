@@ -10,7 +10,7 @@ from ..cells import MAX_COL, MAX_ROW, Area, cell_name
 from ..errors import CircularReference
 from ..formula.ast import Ref, refs
 from ..reader.workbook import Workbook
-from .families import Family, ParseProblem, build_families, split
+from .families import Family, ParseProblem, build_families, rectangles, split
 
 
 class OwnerMap:
@@ -97,6 +97,12 @@ class Graph:
 def build_graph(wb: Workbook) -> Graph:
     families, problems = build_families(wb)
     owners = _claim_all(wb, families)
+    while True:     # until no more merge: a rectangle's readers can merge once it exists
+        merged = rectangles(families, lambda a, b: _sources(a, owners) == _sources(b, owners))
+        if len(merged) == len(families):
+            break
+        families = merged
+        owners = _claim_all(wb, families)
     while True:
         _link(families, owners)
         # A run that reads its own cells (row k from row k-1), or runs that read each other's
@@ -115,6 +121,15 @@ def build_graph(wb: Workbook) -> Graph:
         families = keep
         owners = _claim_all(wb, families)
     return Graph(families, owners, _topological(families, wb.path), problems)
+
+
+def _sources(fam: Family, owners: OwnerMap) -> list[frozenset[int]]:
+    """Per reference, the families owning what it reads (the family's own cells excepted)."""
+    out = []
+    for ref in refs(fam.ast):
+        got = {int(x) for x in owners.owners_in(ref.sheet, *ref_bounds(ref, fam))}
+        out.append(frozenset(got - {fam.id}))
+    return out
 
 
 def _cyclic(families: list[Family]) -> set[int]:

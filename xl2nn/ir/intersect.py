@@ -1,0 +1,111 @@
+"""Implicit intersection: a range where an ordinary formula wants one value.
+
+In a formula that is not an array formula, Excel reads a multi-cell range given where a
+single value belongs (an operand of `*`, the argument of EXP, IF's condition, ...) as the
+one cell of the range in the formula's own row (a column range) or column (a row range),
+and as #VALUE! when the formula's cell lies outside the range: `=A1:A5*2` in row 3 is
+`=A3*2`. Which arguments want a value is Excel's parameter class of each function
+(`Function.args`): a reference-class argument takes a range whole (SUM(A1:A5)); an
+array-class one computes everything inside as arrays (SUMPRODUCT((A1:A5>0)*B1:B5)).
+
+This is decided once per formula shape and cell position, before evaluation: each
+affected range becomes a one-cell reference (relative along the intersected axis), or
+#VALUE! for the cells outside it, so the interpreter and the compiled model never see
+the distinction.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ..formula.ast import Binary, Call, ErrorLit, Node, Ref, Unary
+from ..functions import FUNCTIONS
+
+VALUE, REFERENCE, ARRAY = "V", "R", "A"
+
+
+def _contexts(node: Node, ctx: str) -> Iterator[tuple[Node, str]]:
+    """Every node with the context it is computed in, parents first."""
+    yield node, ctx
+    if isinstance(node, Binary):
+        inner = ARRAY if ctx == ARRAY else VALUE
+        yield from _contexts(node.left, inner)
+        yield from _contexts(node.right, inner)
+    elif isinstance(node, Unary):
+        yield from _contexts(node.arg, ARRAY if ctx == ARRAY else VALUE)
+    elif isinstance(node, Call):
+        fn = FUNCTIONS.get(node.name)
+        for i, a in enumerate(node.args):
+            cls = fn.arg_class(i) if fn is not None else REFERENCE
+            if ctx == ARRAY or cls == ARRAY:
+                yield from _contexts(a, ARRAY)
+            elif cls == "P":        # passed through (IF's branches): read as the call itself is
+                yield from _contexts(a, ctx)
+            else:
+                yield from _contexts(a, cls)
+
+
+def candidates(ast: Node) -> list[Ref]:
+    """The multi-cell references an ordinary formula reads as single values, in walk order."""
+    return [n for n, ctx in _contexts(ast, VALUE)
+            if isinstance(n, Ref) and ctx == VALUE and not _one_cell(n)]
+
+
+def _one_cell(ref: Ref) -> bool:
+    return ref.shape == (1, 1)
+
+
+def inside(ref: Ref, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Per cell (rows[i], cols[i]): does its row or column meet the range?"""
+    r1 = ref.r1 if ref.r1_abs else rows + ref.r1
+    r2 = ref.r2 if ref.r2_abs else rows + ref.r2
+    c1 = ref.c1 if ref.c1_abs else cols + ref.c1
+    c2 = ref.c2 if ref.c2_abs else cols + ref.c2
+    top, bottom = np.minimum(r1, r2), np.maximum(r1, r2)
+    left, right = np.minimum(c1, c2), np.maximum(c1, c2)
+    one_row, one_col = np.equal(top, bottom), np.equal(left, right)
+    in_rows = (top <= rows) & (rows <= bottom)
+    in_cols = (left <= cols) & (cols <= right)
+    ok = np.where(one_row, in_cols, np.where(one_col, in_rows, in_rows & in_cols))
+    return np.broadcast_to(ok, rows.shape)
+
+
+def _single(ref: Ref) -> Node:
+    """The one cell of `ref` in the formula's own row and/or column."""
+    h, w = ref.shape
+    if h == 1 and ref.r1_abs == ref.r2_abs:           # a row range: the formula's column
+        return Ref(ref.sheet, ref.r1, 0, ref.r1, 0, ref.r1_abs, False, ref.r1_abs, False)
+    if w == 1 and ref.c1_abs == ref.c2_abs:           # a column range: the formula's row
+        return Ref(ref.sheet, 0, ref.c1, 0, ref.c1, False, ref.c1_abs, False, ref.c1_abs)
+    return Ref(ref.sheet, 0, 0, 0, 0)
+
+
+def rewrite(ast: Node, hits: tuple[bool, ...]) -> Node:
+    """`ast` with its k-th candidate replaced by the cell it intersects (hits[k]) or #VALUE!."""
+    it = iter(hits)
+
+    def go(node: Node, ctx: str) -> Node:
+        if isinstance(node, Ref):
+            if ctx == VALUE and not _one_cell(node):
+                return _single(node) if next(it) else ErrorLit("#VALUE!")
+            return node
+        if isinstance(node, Binary):
+            inner = ARRAY if ctx == ARRAY else VALUE
+            return Binary(node.op, go(node.left, inner), go(node.right, inner))
+        if isinstance(node, Unary):
+            return Unary(node.op, go(node.arg, ARRAY if ctx == ARRAY else VALUE))
+        if isinstance(node, Call):
+            fn = FUNCTIONS.get(node.name)
+            args = []
+            for i, a in enumerate(node.args):
+                cls = fn.arg_class(i) if fn is not None else REFERENCE
+                sub = ARRAY if ctx == ARRAY or cls == ARRAY else (ctx if cls == "P" else cls)
+                args.append(go(a, sub))
+            return Call(node.name, tuple(args))
+        return node      # literals, and array constants (never intersected)
+
+    return go(ast, VALUE)
+
+
+__all__ = ["candidates", "inside", "rewrite"]
