@@ -500,3 +500,22 @@ def test_compile_trains_the_same_model(tmp_path):
         runs[bool(flag)] = json.loads(r.stdout)
     assert runs[True]["final_loss"] == pytest.approx(runs[False]["final_loss"], rel=1e-10)
     assert runs[True]["final_loss"] < runs[True]["start_loss"]
+
+
+def test_non_differentiable_functions_give_zero_gradient_and_inspect_says_so(tmp_path):
+    """ROUND of a parameter is flat almost everywhere: autograd gives 0 for C1 (as the finite
+    difference does), C2 still trains, and inspect names ROUND and its cells."""
+    rows = [[1.0, 2.0, 0.7], [2.0, 3.5, 0.3], [3.0, 5.0, None]]
+    f = {f"D{r}": f"=(ROUND(A{r}*$C$1,0)-B{r})^2+($C$2*A{r}-B{r})^2" for r in (1, 2, 3)}
+    f["E1"] = "=SUM(D1:D3)"
+    src = solver_workbook(tmp_path / "round.xlsx", rows, f, "$C$1:$C$2", "$E$1")
+    c = compile_workbook(src)
+    c.model().backward()
+    g = c.model.weights["model_C1_C2"].grad
+    assert g is not None and float(g[0, 0]) == 0.0
+    want = sum(2 * (0.3 * a - b) * a for a, b in ((1, 2), (2, 3.5), (3, 5)))
+    assert float(g[1, 0]) == pytest.approx(want, rel=1e-12)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["inspect", str(src), "--json"]) == 0
+    assert json.loads(out.getvalue())["not_differentiable"] == {"ROUND": ["model!D1:D3"]}

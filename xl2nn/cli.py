@@ -148,6 +148,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "inputs": s.inputs,
             "layers": [vars(layer) for layer in s.layers],
             "formula_cells": s.formula_cells, "families": s.families, "tensor_ops": s.ops,
+            "not_differentiable": s.flat,
         }, indent=2))
         return EXIT_OK
     print(f"workbook  {args.file}")
@@ -170,6 +171,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {layer.cells:<{width}}  {layer.layer:<28} → {layer.shape:<8} {layer.formula}")
     print(f"size      {s.formula_cells:,} formula cells → {s.families} tensor families, "
           f"{s.ops} tensor ops per forward")
+    if s.flat:
+        print("zero grad " + _listing(s.flat) + ": not differentiable (piecewise constant), so "
+              "no gradient flows through " + ("it" if len(s.flat) == 1 else "them"))
     return EXIT_OK
 
 

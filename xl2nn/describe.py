@@ -7,7 +7,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .compiler.lower import CompiledModel
-from .formula.ast import Binary, Call, Node, Number, Ref
+from .formula.ast import Binary, Call, Node, Number, Ref, walk
+from .functions import FUNCTIONS
 from .ir.families import Family
 
 
@@ -97,6 +98,16 @@ _FREE = {"__get__", "__getitem__", "reshape", "view", "narrow", "expand", "expan
          "dim", "size", "numel", "requires_grad_", "__len__"}
 
 
+def _flat_calls(node: Node, plans: dict) -> list[str]:
+    """Non-differentiable functions in `node` whose arguments read a parameter-dependent cell."""
+    out = []
+    for n in walk(node):
+        if isinstance(n, Call) and n.name in FUNCTIONS and not FUNCTIONS[n.name].differentiable:
+            if any(isinstance(r, Ref) and r in plans and plans[r].const is None for r in walk(n)):
+                out.append(n.name)
+    return sorted(set(out))
+
+
 def count_ops(model: CompiledModel) -> int:
     with torch.no_grad(), _OpCounter() as counter:
         model()
@@ -118,6 +129,9 @@ class Summary:
     formula_cells: int = 0
     families: int = 0
     ops: int = 0
+    # Functions without a gradient (ROUND, COUNTIF, ...) applied to what depends on the
+    # parameters: name -> the cells. Autograd gives zero through them, as the math does.
+    flat: dict[str, list[str]] = field(default_factory=dict)
 
 
 def summarize(model: CompiledModel) -> Summary:
@@ -136,6 +150,8 @@ def summarize(model: CompiledModel) -> Summary:
         out = fam.array.shape if fam.array is not None else (fam.size,)
         s.layers.append(Layer(str(fam.area), fam.formula, layer_name(fam, model),
                               "×".join(str(x) for x in out) if fam.size > 1 else "scalar"))
+        for name in _flat_calls(fam.ast, step.plans):
+            s.flat.setdefault(name, []).append(str(fam.area))
     s.formula_cells = sum(model.graph.families[f].size for f in model.needed)
     s.families = len(model._steps)
     s.ops = count_ops(model)
