@@ -111,6 +111,8 @@ class Scope:
     table: Callable[[str], TableInfo | None] = lambda name: None
     name: Callable[[str, str | None], Node | None] = lambda name, sheet: None
     sheet_table: Callable[[], str] = lambda: ""   # the table holding the cell, for bare [@Col]
+    lambda_name: Callable[[str], str | None] = lambda name: None   # a defined name's LAMBDA text
+    spill: Callable[[Ref], Ref | None] = lambda ref: None          # A1# : the range spilled from A1
 
 
 def parse(text: str, scope: Scope) -> Node:
@@ -130,11 +132,13 @@ _COMPARE = ("=", "<>", "<", ">", "<=", ">=")
 
 
 class _Parser:
-    def __init__(self, tokens: tuple[Token, ...], scope: Scope, text: str) -> None:
+    def __init__(self, tokens: tuple[Token, ...], scope: Scope, text: str,
+                 bound: dict[str, Node] | None = None) -> None:
         self.t = tokens
         self.i = 0
         self.s = scope
         self.text = text
+        self.bound = dict(bound or {})      # LET and LAMBDA parameters in scope -> their ASTs
 
     # -- helpers
     def peek(self) -> Token | None:
@@ -198,9 +202,9 @@ class _Parser:
         if self.peek() and self.peek().kind == "op" and self.peek().text in "+-":
             op = self.take().text
             return Unary(op, self.unary())
-        if self.at("op", "@"):        # implicit intersection: a single cell here already
+        if self.at("op", "@"):        # implicit intersection, explicit (what Excel 365 shows)
             self.take()
-            return self.unary()
+            return Call("SINGLE", (self.unary(),))
         node = self.primary()
         while self.at("op", "%"):
             self.take()
@@ -240,11 +244,33 @@ class _Parser:
         for prefix in ("_XLFN._XLWS.", "_XLFN.", "_XLWS."):
             if name.startswith(prefix):
                 name = name[len(prefix):]
+        if name == "LET":
+            return self.let()
+        if name == "LAMBDA":
+            params, body = self.lambda_()
+            if not self.at("punct", "("):
+                raise FormulaError("a LAMBDA must be called where it is written, e.g. LAMBDA(x,x*2)(A1)")
+            return self.invoke(params, body, self.arguments())
+        if name == "MAP":
+            return self.map_()
+        if name == "ANCHORARRAY":
+            args = self.arguments()
+            spilled = self.s.spill(args[0]) if len(args) == 1 and isinstance(args[0], Ref) else None
+            return spilled if spilled is not None else ErrorLit("#REF!")
+        text = self.s.lambda_name(raw)
+        if text is not None:               # a workbook-level LAMBDA name, called
+            sub = _Parser(tokenize(text.lstrip("=")), self.s, text)
+            sub.take()                     # LAMBDA (with or without _xlfn.)
+            params, body = sub.lambda_()
+            return self.invoke(params, body, self.arguments(), sub)
+        return Call(name, tuple(self.arguments()))
+
+    def arguments(self) -> list[Node]:
         self.expect("punct", "(")
         args: list[Node] = []
         if self.at("punct", ")"):
             self.take()
-            return Call(name, ())
+            return args
         while True:
             if self.at("punct", ",") or self.at("punct", ")"):
                 args.append(Missing())
@@ -254,7 +280,84 @@ class _Parser:
                 self.take()
                 continue
             self.expect("punct", ")")
-            return Call(name, tuple(args))
+            return args
+
+    # LET and LAMBDA are inlined: a parameter's uses become its value's AST, so the compiled
+    # graph has no closures and copies of one formula still share one AST.
+    def param(self) -> str:
+        tok = self.take()
+        if tok.kind != "name":
+            raise FormulaError(f"expected a parameter name, found {tok.text!r}")
+        return _param_key(tok.text)
+
+    def let(self) -> Node:
+        self.expect("punct", "(")
+        saved = dict(self.bound)
+        while True:
+            key = self.param()
+            self.expect("punct", ",")
+            self.bound[key] = self.expression()
+            self.expect("punct", ",")
+            nxt = self.t[self.i + 1] if self.i + 1 < len(self.t) else None
+            if not (self.at("name") and nxt is not None and nxt.text == ","):
+                break
+        body = self.expression()
+        self.expect("punct", ")")
+        self.bound = saved
+        return body
+
+    def lambda_(self) -> tuple[list[str], tuple[int, int]]:
+        """LAMBDA(p1, ..., body): the parameter names and the body's token span."""
+        self.expect("punct", "(")
+        params: list[str] = []
+        while self.at("name") and self.i + 1 < len(self.t) and self.t[self.i + 1].text == ",":
+            params.append(self.param())
+            self.take()
+        start = self.i
+        depth = 0
+        while True:
+            tok = self.take()
+            if tok.text in ("(", "{"):
+                depth += 1
+            elif tok.text in (")", "}"):
+                if depth == 0:
+                    return params, (start, self.i - 1)
+                depth -= 1
+
+    def invoke(self, params: list[str], body: tuple[int, int], args: list[Node],
+               home: "_Parser | None" = None) -> Node:
+        if len(args) != len(params):
+            return ErrorLit("#VALUE!")
+        home = home or self
+        sub = _Parser(home.t[body[0]:body[1]], self.s, self.text, {**home.bound, **dict(zip(params, args))})
+        node = sub.expression()
+        if sub.i != len(sub.t):
+            raise FormulaError(f"unexpected {sub.t[sub.i].text!r} in a LAMBDA body")
+        return node
+
+    def map_(self) -> Node:
+        """MAP(array, LAMBDA(x, body)) for a body that works entry by entry: body with x as
+        the whole array, computed as an array (MAP_ARRAY: an array-class identity)."""
+        self.expect("punct", "(")
+        arrays = [self.expression()]
+        while self.at("punct", ",") and not self._lambda_next():
+            self.take()
+            arrays.append(self.expression())
+        self.expect("punct", ",")
+        tok = self.take()
+        if tok.kind != "func" or tok.text.upper().split(".")[-1] != "LAMBDA":
+            raise FormulaError("MAP needs a LAMBDA as its last argument")
+        params, body = self.lambda_()
+        self.expect("punct", ")")
+        node = self.invoke(params, body, arrays)
+        if not _entrywise(node, arrays):
+            raise FormulaError("MAP with a LAMBDA that reads its argument as a whole (SUM, INDEX, ...) "
+                               "is not supported")
+        return Call("MAP", (node,))
+
+    def _lambda_next(self) -> bool:
+        nxt = self.t[self.i + 1] if self.i + 1 < len(self.t) else None
+        return nxt is not None and nxt.kind == "func" and nxt.text.upper().split(".")[-1] == "LAMBDA"
 
     def array(self) -> Node:
         rows: list[tuple[Node, ...]] = []
@@ -279,6 +382,8 @@ class _Parser:
         if tok.kind == "struct":
             return self.structured(tok.text)
         if tok.kind == "name":
+            if _param_key(tok.text) in self.bound:
+                return self.bound[_param_key(tok.text)]
             sheet, name = _split_sheet(tok.text)
             node = self.s.name(name, sheet)
             if node is None:
@@ -337,6 +442,36 @@ class _Parser:
         if r2 < r1:
             return ErrorLit("#REF!")   # e.g. #Totals of a table without a totals row
         return Ref(table.sheet, r1, c1, r2, c2, True, True, True, True)
+
+
+def _entrywise(node: Node, arrays: list[Node]) -> bool:
+    """Is every use of `arrays` in `node` entry by entry (operators, value-class arguments)?"""
+    from ..functions import FUNCTIONS    # the parameter classes; the function table needs no parser
+    if any(node is a for a in arrays):
+        return True
+    if isinstance(node, Binary):
+        return _entrywise(node.left, arrays) and _entrywise(node.right, arrays)
+    if isinstance(node, Unary):
+        return _entrywise(node.arg, arrays)
+    if isinstance(node, Call):
+        fn = FUNCTIONS.get(node.name)
+        for i, arg in enumerate(node.args):
+            if not _entrywise(arg, arrays):
+                return False
+            if _mentions(arg, arrays) and (fn is None or fn.arg_class(i) not in "VP"):
+                return False
+    return True
+
+
+def _mentions(node: Node, arrays: list[Node]) -> bool:
+    from .ast import walk
+    return any(n is a for n in walk(node) for a in arrays)
+
+
+def _param_key(text: str) -> str:
+    """LET/LAMBDA parameter names: case-insensitive, saved by Excel with a _xlpm. prefix."""
+    low = text.lower()
+    return low[len("_xlpm."):] if low.startswith("_xlpm.") else low
 
 
 def _split_sheet(text: str) -> tuple[str | None, str]:

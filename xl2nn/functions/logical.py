@@ -126,4 +126,21 @@ def false_(args: list[Val | None], ctx: Context) -> Val:
     return _const(0.0, BOOL, ctx)
 
 
+@excel("SINGLE", "Logical", min_args=1, max_args=1)
+def single(args: list[Val | None], ctx: Context) -> Val:
+    # The @ operator. A range under it was already narrowed to the formula's row or column
+    # (implicit intersection, decided when the formula was grouped); any other array gives
+    # its first entry, as in Excel.
+    v = args[0] if args[0] is not None else _const(0.0, NUM, ctx)
+    kind = v.kind[:, :1, :1] if isinstance(v.kind, np.ndarray) else v.kind
+    return Val(v.num[:, :1, :1], kind, None if v.text is None else v.text[:, :1, :1], v.is_ref)
+
+
+@excel("MAP", "Logical", min_args=1, max_args=1, args="A")
+def map_(args: list[Val | None], ctx: Context) -> Val:
+    # The parser inlined the LAMBDA with its parameter bound to the whole array (it accepts
+    # only bodies that work entry by entry), so the mapped array is the body's value.
+    return args[0] if args[0] is not None else _const(0.0, NUM, ctx)
+
+
 __all__ = ["first_error", "EMPTY", "TEXT"]

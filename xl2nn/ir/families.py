@@ -154,7 +154,7 @@ def _intersect(rows: np.ndarray, cols: np.ndarray, aid: np.ndarray, asts: list[N
     aid = aid.copy()
     variants: dict[tuple[Node, int], int] = {}
     for a in range(len(plain)):
-        cands = candidates(asts[a]) if plain[a] else []
+        cands = candidates(asts[a], array=not plain[a])
         if not cands:
             continue
         at = np.flatnonzero(aid == a)
@@ -162,7 +162,7 @@ def _intersect(rows: np.ndarray, cols: np.ndarray, aid: np.ndarray, asts: list[N
         for j, ref in enumerate(cands):
             code |= inside(ref, rows[at], cols[at]).astype(np.int64) << j
         for c in unique(code).tolist():
-            node = rewrite(asts[a], tuple(bool(c >> j & 1) for j in range(len(cands))))
+            node = rewrite(asts[a], tuple(bool(c >> j & 1) for j in range(len(cands))), array=not plain[a])
             new = variants.setdefault((node, a), len(asts))
             if new == len(asts):
                 asts.append(node)

@@ -38,7 +38,9 @@ def _contexts(node: Node, ctx: str) -> Iterator[tuple[Node, str]]:
         fn = FUNCTIONS.get(node.name)
         for i, a in enumerate(node.args):
             cls = fn.arg_class(i) if fn is not None else REFERENCE
-            if ctx == ARRAY or cls == ARRAY:
+            if node.name == "SINGLE":       # the @ operator: intersect, even in an array formula
+                yield from _contexts(a, VALUE)
+            elif ctx == ARRAY or cls == ARRAY:
                 yield from _contexts(a, ARRAY)
             elif cls == "P":        # passed through (IF's branches): read as the call itself is
                 yield from _contexts(a, ctx)
@@ -46,9 +48,10 @@ def _contexts(node: Node, ctx: str) -> Iterator[tuple[Node, str]]:
                 yield from _contexts(a, cls)
 
 
-def candidates(ast: Node) -> list[Ref]:
-    """The multi-cell references an ordinary formula reads as single values, in walk order."""
-    return [n for n, ctx in _contexts(ast, VALUE)
+def candidates(ast: Node, array: bool = False) -> list[Ref]:
+    """The multi-cell references a formula reads as single values, in walk order: in an
+    ordinary formula wherever a value belongs, in an array formula only under @."""
+    return [n for n, ctx in _contexts(ast, ARRAY if array else VALUE)
             if isinstance(n, Ref) and ctx == VALUE and not _one_cell(n)]
 
 
@@ -81,7 +84,7 @@ def _single(ref: Ref) -> Node:
     return Ref(ref.sheet, 0, 0, 0, 0)
 
 
-def rewrite(ast: Node, hits: tuple[bool, ...]) -> Node:
+def rewrite(ast: Node, hits: tuple[bool, ...], array: bool = False) -> Node:
     """`ast` with its k-th candidate replaced by the cell it intersects (hits[k]) or #VALUE!."""
     it = iter(hits)
 
@@ -101,11 +104,11 @@ def rewrite(ast: Node, hits: tuple[bool, ...]) -> Node:
             for i, a in enumerate(node.args):
                 cls = fn.arg_class(i) if fn is not None else REFERENCE
                 sub = ARRAY if ctx == ARRAY or cls == ARRAY else (ctx if cls == "P" else cls)
-                args.append(go(a, sub))
+                args.append(go(a, VALUE if node.name == "SINGLE" else sub))
             return Call(node.name, tuple(args))
         return node      # literals, and array constants (never intersected)
 
-    return go(ast, VALUE)
+    return go(ast, ARRAY if array else VALUE)
 
 
 __all__ = ["candidates", "inside", "rewrite"]
