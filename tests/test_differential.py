@@ -55,7 +55,7 @@ def _range(rng: random.Random) -> str:
 def expr(rng: random.Random, depth: int = 3) -> str:
     if depth <= 0 or rng.random() < 0.25:
         return str(rng.choice(NUMBERS)) if rng.random() < 0.4 else _ref(rng)
-    kind = rng.choice(["bin", "bin", "neg", "fn1", "fn2", "if", "iferror", "agg", "sp", "pow"])
+    kind = rng.choice(["bin", "bin", "neg", "fn1", "fn2", "if", "iferror", "agg", "sp", "pow", "block"])
     sub = lambda: expr(rng, depth - 1)  # noqa: E731
     if kind == "bin":
         return f"({sub()}{rng.choice('+-*/')}{sub()})"
@@ -80,6 +80,12 @@ def expr(rng: random.Random, depth: int = 3) -> str:
         return f"IF({cond},{sub()},{sub()})"
     if kind == "iferror":
         return f"IFERROR({sub()},{sub()})"
+    if kind == "block":
+        # A range where one value belongs: implicit intersection in an ordinary formula (the
+        # copy's own row of a column range, #VALUE! outside it), the whole array in an array one.
+        return rng.choice([f"${COLS[rng.randrange(DATA_COLS)]}$1:${COLS[rng.randrange(DATA_COLS)]}${ROWS}",
+                           f"$A${rng.randint(1, 3)}:$A${rng.randint(3, ROWS)}", "$A$1:$E$1",
+                           f"{COLS[rng.randrange(DATA_COLS)]}1:{COLS[rng.randrange(DATA_COLS)]}3"])
     if kind == "agg":
         return f"{rng.choice(['SUM', 'AVERAGE', 'MAX', 'MIN', 'COUNT', 'COUNTA', 'SUMSQ'])}({_range(rng)})"
     # SUMPRODUCT of two same-shaped blocks, or of an array expression
@@ -102,7 +108,10 @@ def workbook(rng: random.Random) -> dict:
     # ranges) LibreOffice treats them as 1/0, so it is no judge of those; they are tested
     # against Excel's documented rules in test_functions_vs_libreoffice.py.
     grid[rng.randrange(ROWS)][DATA_COLS] = rng.choice(["x", "7"])
-    return {"grid": grid, "formulas": [expr(rng) for _ in range(rng.randint(3, 6))]}
+    formulas = [expr(rng) for _ in range(rng.randint(3, 6))]
+    # A quarter are array formulas (Ctrl+Shift+Enter, or what Excel 365 saves for a formula
+    # that computes arrays), one per cell: no intersection, an array result shows its first entry.
+    return {"grid": grid, "formulas": formulas, "arrays": [k for k in range(len(formulas)) if rng.random() < 0.25]}
 
 
 # ------------------------------------------------------------------ the two engines
@@ -110,6 +119,7 @@ def workbook(rng: random.Random) -> dict:
 def _save(spec: dict, path: Path) -> None:
     from openpyxl import Workbook
     from openpyxl.formula.translate import Translator
+    from openpyxl.worksheet.formula import ArrayFormula
     wb = Workbook()
     ws = wb.active
     ws.title = "g"
@@ -121,7 +131,8 @@ def _save(spec: dict, path: Path) -> None:
         col = DATA_COLS + 3 + k                    # H, I, ...
         first = "=" + text
         for r in range(1, ROWS + 1):
-            ws.cell(r, col, Translator(first, origin=a1(1, col)).translate_formula(a1(r, col)))
+            text = Translator(first, origin=a1(1, col)).translate_formula(a1(r, col))
+            ws.cell(r, col, ArrayFormula(a1(r, col), text) if k in spec.get("arrays", ()) else text)
     wb.save(path)
 
 

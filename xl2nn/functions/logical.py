@@ -6,7 +6,7 @@ import torch
 
 from ..cells import CellError
 from .registry import Context, Elementwise, excel, first_error
-from .values import BOOL, EMPTY, ERROR, NUM, TEXT, VALUE, Val, from_objects, to_bool, to_objects
+from .values import BOOL, EMPTY, ERROR, NUM, TEXT, VALUE, Val, fit, from_objects, to_bool, to_objects
 
 
 def _const(value: float, kind: int, ctx: Context) -> Val:
@@ -23,6 +23,7 @@ def if_(args: list[Val | None], ctx: Context) -> Val:
         _const(0.0, NUM, ctx) if len(args) > 2 else _const(0.0, BOOL, ctx))
     if cond is None:
         cond = _const(0.0, BOOL, ctx)
+    cond, yes, no = fit([cond, yes, no])
     if cond.numeric:
         c = cond.num != 0
         num = torch.where(c, yes.num, no.num)

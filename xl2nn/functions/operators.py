@@ -8,7 +8,7 @@ import torch
 
 from ..cells import CellError
 from .registry import Context, Elementwise
-from .values import BOOL, DIV0, EMPTY, NUM, NUM_ERR, TEXT, Val, to_text
+from .values import BOOL, DIV0, EMPTY, NUM, NUM_ERR, TEXT, Val, fit, to_text
 
 
 def _div(a: float, b: float) -> float | CellError:
@@ -74,6 +74,7 @@ def compare_scalars(op: str, a: object, b: object) -> bool:
 
 
 def compare(op: str, a: Val, b: Val, ctx: Context) -> Val:
+    a, b = fit([a, b])
     ka, kb = a.uniform(), b.uniform()
     # Numbers (and empties, which read as 0) compare as tensors; anything that mixes
     # booleans with numbers, or involves text, goes the exact way.

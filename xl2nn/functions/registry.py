@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from .values import ERROR, NUM, Val, from_objects, to_number, to_objects
+from .values import ERROR, NUM, Val, fit, from_objects, to_number, to_objects
 
 
 class Context(Protocol):
@@ -76,6 +76,7 @@ class Elementwise:
     coerce: Callable[[object], object] = field(default=to_number)
 
     def __call__(self, args: list[Val], ctx: Context) -> Val:
+        args = fit(args)
         if all(a.numeric for a in args):
             nums = [a.num for a in args]
             if not (ctx.checked and self.domain_error is not None

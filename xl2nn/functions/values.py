@@ -189,5 +189,29 @@ def number_text(x: float) -> str:
     return s
 
 
+def fit(vals: list[Val]) -> list[Val]:
+    """Excel's array broadcasting: the result is as tall and as wide as the largest
+    operand; a 1-tall or 1-wide operand repeats, any other that falls short is #N/A
+    where it has no entry ({1,2,3}+{10,20} is {11,22,#N/A})."""
+    H = max(v.num.shape[1] for v in vals)
+    W = max(v.num.shape[2] for v in vals)
+    if all(v.num.shape[1] in (1, H) and v.num.shape[2] in (1, W) for v in vals):
+        return vals
+    out = []
+    for v in vals:
+        f, h, w = v.num.shape
+        if h in (1, H) and w in (1, W):
+            out.append(v)
+            continue
+        h2, w2 = (H if h != 1 else 1), (W if w != 1 else 1)
+        num = torch.nn.functional.pad(v.num, (0, w2 - w, 0, h2 - h), value=float("nan"))
+        kinds = np.full((f, h2, w2), ERROR, np.int8)
+        kinds[:, :h, :w] = np.broadcast_to(v.kinds(), (f, h, w))
+        text = np.full((f, h2, w2), "#N/A", dtype=object)
+        text[:, :h, :w] = np.broadcast_to(v.text, (f, h, w)) if v.text is not None else None
+        out.append(Val(num, kinds, text, v.is_ref))
+    return out
+
+
 def broadcast(*vals: Val) -> tuple[int, ...]:
     return tuple(torch.broadcast_shapes(*(v.num.shape for v in vals)))
