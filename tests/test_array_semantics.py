@@ -195,3 +195,10 @@ def test_convolution_gradients_and_training(judged, tmp_path):
     import json
     r = json.loads(text)
     assert r["final_loss"] < 0.6 * r["start_loss"]
+
+
+def test_inspect_names_the_convolution(judged):
+    import json
+    rc, text, _ = run_cli("inspect", str(judged["conv"]), "--json")
+    layers = {layer["cells"]: layer["layer"] for layer in json.loads(text)["layers"]}
+    assert rc == 0 and layers["conv!P1:U6"] == "conv 3×3 + ReLU"

@@ -39,7 +39,13 @@ def layer_name(fam: Family, model: CompiledModel) -> str:
             return f"matmul {sa[1]}×{sa[2]} · {sb[1]}×{sb[2]}"
         return "matmul"
     if _is_relu(node):
-        return "ReLU"
+        inner = next((a for a in node.args if a != Number(0.0)), None) if isinstance(node, Call) \
+            and node.name == "MAX" else None
+        conv = _window(inner, fam) if inner is not None else None
+        return f"{conv} + ReLU" if conv else "ReLU"
+    conv = _window(node, fam)
+    if conv:
+        return conv
     if isinstance(node, Binary) and node.op == "^" and isinstance(node.right, Number) and node.right.value == 2:
         if isinstance(node.left, Binary) and node.left.op == "-":
             return "squared error"
@@ -53,6 +59,30 @@ def layer_name(fam: Family, model: CompiledModel) -> str:
     if isinstance(node, Call):
         return node.name
     return "expression"
+
+
+def _window(node: Node, fam: Family) -> str | None:
+    """SUM(window*kernel) or SUMPRODUCT(window,kernel) over a rectangle of cells, the window
+    sliding with the cell and the kernel fixed: a 2-D convolution, 'conv 3×3'."""
+    if not isinstance(node, Call) or fam.size < 2:
+        return None
+    if node.name == "SUM" and len(node.args) == 1 and isinstance(node.args[0], Binary) \
+            and node.args[0].op == "*":
+        pair = (node.args[0].left, node.args[0].right)
+    elif node.name == "SUMPRODUCT" and len(node.args) == 2:
+        pair = node.args
+    else:
+        return None
+    if not all(isinstance(r, Ref) for r in pair):
+        return None
+    moving = [r for r in pair if not (r.r1_abs or r.c1_abs or r.r2_abs or r.c2_abs)]
+    fixed = [r for r in pair if r.r1_abs and r.c1_abs and r.r2_abs and r.c2_abs]
+    if len(moving) != 1 or len(fixed) != 1 or moving[0].shape != fixed[0].shape:
+        return None
+    h, w = fixed[0].shape
+    if h < 2 or w < 2 or len(set(fam.rows.tolist())) < 2 or len(set(fam.cols.tolist())) < 2:
+        return None
+    return f"conv {h}×{w}"
 
 
 def _shape(plan) -> tuple[int, ...]:
