@@ -55,7 +55,8 @@ def _range(rng: random.Random) -> str:
 def expr(rng: random.Random, depth: int = 3) -> str:
     if depth <= 0 or rng.random() < 0.25:
         return str(rng.choice(NUMBERS)) if rng.random() < 0.4 else _ref(rng)
-    kind = rng.choice(["bin", "bin", "neg", "fn1", "fn2", "if", "iferror", "agg", "sp", "pow", "block"])
+    kind = rng.choice(["bin", "bin", "neg", "fn1", "fn2", "if", "iferror", "agg", "sp", "pow", "block",
+                       "lookup", "info"])
     sub = lambda: expr(rng, depth - 1)  # noqa: E731
     if kind == "bin":
         return f"({sub()}{rng.choice('+-*/')}{sub()})"
@@ -80,6 +81,26 @@ def expr(rng: random.Random, depth: int = 3) -> str:
         return f"IF({cond},{sub()},{sub()})"
     if kind == "iferror":
         return f"IFERROR({sub()},{sub()})"
+    if kind == "lookup":
+        # Exact matches only, over A:E: with unsorted data an approximate match depends on the
+        # search order (Excel's binary search against LibreOffice's scan), and LibreOffice
+        # matches the text "7" of column F against the number 7, where Excel does not.
+        table = f"$A$1:${COLS[DATA_COLS - 1]}${ROWS}"
+        return rng.choice([
+            f"INDEX({table},{rng.randint(1, ROWS)},{rng.randint(1, DATA_COLS)})",
+            f"INDEX($B$1:$B${ROWS},{rng.randint(1, ROWS)})*{sub()}",
+            f"MATCH({_ref(rng)},$A$1:$A${ROWS},0)",
+            f"VLOOKUP({_ref(rng)},{table},{rng.randint(1, DATA_COLS)},FALSE)",
+            f"IFERROR(VLOOKUP({sub()},{table},2,FALSE),-1)",
+            f"CHOOSE({rng.randint(1, 3)},{sub()},{sub()},{sub()})",
+            f"SUM(CHOOSE({rng.randint(1, 2)},$A$1:$B$3,$C$2:$D$4))",
+        ])
+    if kind == "info":
+        # The IS functions' TRUE/FALSE times 1: compared with a number, Excel ranks a boolean
+        # above every number where LibreOffice reads it as 1/0 (see workbook() below).
+        fn = rng.choice(["ISNUMBER", "ISBLANK", "ISERROR", "ISTEXT", "N", "LEN"])
+        arg = _ref(rng) if fn == "LEN" or rng.random() < 0.6 else sub()
+        return f"{fn}({arg})" if fn in ("N", "LEN") else f"({fn}({arg})*1)"
     if kind == "block":
         # A range where one value belongs: implicit intersection in an ordinary formula (the
         # copy's own row of a column range, #VALUE! outside it), the whole array in an array one.

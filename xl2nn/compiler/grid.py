@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..cells import MAX_COL, MAX_ROW, CellError, CellValue, cell_name
+from ..errors import UnsupportedFormula
 from ..formula.ast import Ref, refs
 from ..functions import FUNCTIONS, VOLATILE
 from ..functions.values import BOOL, EMPTY, ERROR, NUM, TEXT, Val, to_objects
@@ -194,6 +195,10 @@ class Recalc:
                                                          graph.families[f].area.c1)):
             fam = graph.families[fid]
             names = unsupported(fam)
+            if not names:           # a supported function given what it cannot do (a TEXT format)
+                missing.setdefault(self.skipped[fid].removeprefix("unsupported "), []).append(str(fam.area))
+                counts[0] += fam.size
+                continue
             counts[not (names - VOLATILE)] += fam.size
             for name in sorted(names - VOLATILE) or sorted(names):
                 (volatile if name in VOLATILE else missing).setdefault(name, []).append(str(fam.area))
@@ -227,7 +232,11 @@ def recalculate(wb: Workbook, graph: Graph, only: set[int] | None = None,
             result.skipped[fid] = ("volatile " + ", ".join(sorted(volatile)) + ": cached values used as a snapshot"
                                    if volatile else "unsupported " + ", ".join(sorted(missing)))
             continue
-        val = evaluate_family(fam, grids, device, literals)
+        try:
+            val = evaluate_family(fam, grids, device, literals)
+        except UnsupportedFormula as exc:      # e.g. a TEXT format outside what we implement
+            result.skipped[fid] = f"unsupported {exc}"
+            continue
         grids.write(fam, val)
     return result
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..cells import CellError, CellValue
+from .numtext import parse_number
 
 NUM, BOOL, TEXT, ERROR, EMPTY = 0, 1, 2, 3, 4
 NUMERIC_KINDS = (NUM, BOOL, EMPTY)
@@ -137,13 +138,10 @@ def to_number(x: Any) -> float | CellError:
         return float(x)
     if isinstance(x, CellError):
         return x
-    s = str(x).strip()
-    try:
-        if s.endswith("%"):
-            return float(s[:-1].replace(",", "")) / 100.0
-        return float(s.replace(",", "")) if s else VALUE  # type: ignore[return-value]
-    except ValueError:
-        return VALUE
+    # Text reads as a number the way VALUE reads it ("1,000", "5%", "(3)", "1/2/2024");
+    # Python's float() would also take "1_000", "inf" and "nan".
+    got = parse_number(str(x))
+    return VALUE if got is None else got
 
 
 def to_bool(x: Any) -> bool | CellError:
