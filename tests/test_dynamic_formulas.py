@@ -20,6 +20,8 @@ from xl2nn.libreoffice import find_soffice, recalculate as lo_recalculate
 
 ROWS = 5
 # (365 formula, its expansion), each copied down rows 1..ROWS; data in A:C.
+# (I1:I4 is an array formula =SEQUENCE(4) that LibreOffice 7 cannot compute: the pair that
+# sums it checks xl2nn's value of it, 1+2+3+4.)
 PAIRS = [
     ("=_xlfn.LET(_xlpm.x,A1*2,_xlpm.y,_xlpm.x+B1,_xlpm.y*_xlpm.x)", "=(A1*2+B1)*(A1*2)"),
     ("=_xlfn.LET(_xlpm.Rate,$C$1,_xlpm.rate*A1+_xlpm.RATE)", "=$C$1*A1+$C$1"),          # names ignore case
@@ -30,6 +32,9 @@ PAIRS = [
     ("=SUM(_xlfn.MAP($A$1:$C$1,_xlfn.LAMBDA(_xlpm.v,_xlpm.v*_xlpm.v+A1)))", "=SUMPRODUCT($A$1:$C$1,$A$1:$C$1)+3*A1"),
     ("=SUM(_xlfn.ANCHORARRAY($H$1))", "=SUM($H$1:$H$3)"),
     ("=SUMPRODUCT(_xlfn.ANCHORARRAY($H$1),$A$1:$A$3)", "=SUMPRODUCT($H$1:$H$3,$A$1:$A$3)"),
+    ("=SUM(_xlfn.SEQUENCE(3,2,A1,B1))", "=6*A1+15*B1"),
+    ("=SUMPRODUCT(_xlfn.SEQUENCE(1,3),$A$1:$C$1)", "=$A$1+2*$B$1+3*$C$1"),
+    ("=SUM(_xlfn.ANCHORARRAY($I$1))*A1", "=10*A1"),
 ]
 DATA = [[1.5, -2.0, 0.5], [2.0, 3.0, -1.0], [-0.5, 1.0, 2.0], [4.0, -3.0, 0.25], [0.0, 2.5, 1.0]]
 NAMES = {"RELU": "_xlfn.LAMBDA(_xlpm.x,MAX(0,_xlpm.x))",
@@ -53,7 +58,8 @@ def judged(tmp_path_factory) -> Path:
     for r, row in enumerate(DATA, start=1):
         for c, v in enumerate(row, start=1):
             ws.cell(r, c, v)
-    ws["H1"] = ArrayFormula("H1:H3", "=A1:A3*2+B1:B3")          # the array that spills
+    ws["H1"] = ArrayFormula("H1:H3", "=A1:A3*2+B1:B3")          # the arrays that spill
+    ws["I1"] = ArrayFormula("I1:I4", "=_xlfn.SEQUENCE(4)")
     for k, (new, old) in enumerate(PAIRS):
         for r in range(1, ROWS + 1):
             ws.cell(r, 10 + 2 * k).value = _shift(new, r - 1)

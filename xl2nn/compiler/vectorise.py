@@ -135,8 +135,8 @@ def sink_unary(gm: fx.GraphModule) -> bool:
     for root in list(gm.graph.nodes):
         if root.op not in ("call_function", "get_attr", "placeholder") or root.target in INDEXING:
             continue
-        if meta_value(root) is None or not root.users:
-            continue
+        if not isinstance(meta_value(root), torch.Tensor) or not root.users:
+            continue            # (an op returning several tensors, e.g. sort, is no root)
         tree = _index_tree(root)
         leaves = _leaves(tree)
         if len(leaves) < 2 or any(len(leaf.users) != 1 for leaf in leaves):
