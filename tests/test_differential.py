@@ -56,7 +56,7 @@ def expr(rng: random.Random, depth: int = 3) -> str:
     if depth <= 0 or rng.random() < 0.25:
         return str(rng.choice(NUMBERS)) if rng.random() < 0.4 else _ref(rng)
     kind = rng.choice(["bin", "bin", "neg", "fn1", "fn2", "if", "iferror", "agg", "sp", "pow", "block",
-                       "lookup", "info"])
+                       "lookup", "info", "cond", "round"])
     sub = lambda: expr(rng, depth - 1)  # noqa: E731
     if kind == "bin":
         return f"({sub()}{rng.choice('+-*/')}{sub()})"
@@ -108,7 +108,26 @@ def expr(rng: random.Random, depth: int = 3) -> str:
                            f"$A${rng.randint(1, 3)}:$A${rng.randint(3, ROWS)}", "$A$1:$E$1",
                            f"{COLS[rng.randrange(DATA_COLS)]}1:{COLS[rng.randrange(DATA_COLS)]}3"])
     if kind == "agg":
-        return f"{rng.choice(['SUM', 'AVERAGE', 'MAX', 'MIN', 'COUNT', 'COUNTA', 'SUMSQ'])}({_range(rng)})"
+        # Functions newer than Excel 2007 are saved with the _xlfn. prefix, as Excel saves them.
+        fn = rng.choice(['SUM', 'AVERAGE', 'MAX', 'MIN', 'COUNT', 'COUNTA', 'SUMSQ', 'STDEV', '_xlfn.STDEV.P',
+                         '_xlfn.VAR.S', 'VARP', 'MEDIAN', 'PRODUCT', 'COUNTBLANK'])
+        return f"{fn}({_range(rng)})"
+    if kind == "cond":
+        # Numeric criteria only: LibreOffice also lets wildcards match a number's digits.
+        crit = rng.choice(['">0"', '"<5"', '"=1"', '"<>2"', '">=-0.25"', _ref(rng), f'">"&{_ref(rng)}'])
+        rng_a, rng_b = _range(rng), _range(rng)
+        fn = rng.choice(["SUMIF", "COUNTIF", "AVERAGEIF", "SUMIFS", "COUNTIFS", "_xlfn.MAXIFS"])
+        if fn == "COUNTIF":
+            return f"COUNTIF({rng_a},{crit})"
+        if fn in ("SUMIF", "AVERAGEIF"):
+            col = rng.randrange(DATA_COLS)
+            return f"{fn}(${COLS[col]}$1:${COLS[col]}${ROWS},{crit},$A$1:$A${ROWS})"
+        if fn == "COUNTIFS":
+            return f"COUNTIFS($A$1:$A${ROWS},{crit},$B$1:$B${ROWS},\">-1\")"
+        return f"{fn}($C$1:$C${ROWS},$A$1:$A${ROWS},{crit},$B$1:$B${ROWS},\"<>0\")"
+    if kind == "round":
+        fn = rng.choice(["ROUNDUP", "ROUNDDOWN", "TRUNC"])
+        return f"{fn}({sub()},{rng.randint(-1, 2)})"
     # SUMPRODUCT of two same-shaped blocks, or of an array expression
     c1, r1 = rng.randrange(DATA_COLS - 1), rng.randint(1, ROWS - 1)
     w, h = rng.randint(1, DATA_COLS - 1 - c1), rng.randint(1, ROWS - r1)
@@ -210,6 +229,7 @@ REGRESSIONS: list[str] = [
     "MIN(MAX(LN($B$1),(0)^3),E1)",           # LN(-2) is an error in every copy, not just the first
     "COUNT(IF(TRUE,C1,1),2)",
     "IF(LOG10(D1)>=-4,1,IF(-D1>LN(-2),2,3))",  # an error in the branch not taken stays out
+    "MIN(VLOOKUP($A$5,$A$1:$E$6,3,FALSE),5)",  # VLOOKUP of a blank hands on 0, a value (IF hands on the cell)
 ]
 
 FIXED_GRID = [[1.5, -2, 0, None, 3, "x"], [2, 0.5, -1, 4, 7, 1], [None, 7, 2.25, -3, 1, None],

@@ -42,8 +42,9 @@ class Numbers:
             # Typed-in numbers and booleans count as numbers. An empty cell can only arrive
             # here through IF/IFERROR/CHOOSE, which in Excel return the reference itself:
             # skipped, as in a range (MIN(IF(c,A1,9),5) with A1 blank is 5, not 0).
-            mask = None if kind is not None and kind not in (ERROR, EMPTY) else torch.as_tensor(
-                (a.kinds() != ERROR) & (a.kinds() != EMPTY), device=a.num.device)
+            skip = (a.kinds() == ERROR) | ((a.kinds() == EMPTY) & (not a.blank_is_value))
+            mask = None if kind is not None and kind not in (ERROR, EMPTY) or not skip.any() else \
+                torch.as_tensor(~skip, device=a.num.device)
             self.parts.append((a.num, mask))
             return
         if kind == NUM:

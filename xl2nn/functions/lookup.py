@@ -17,6 +17,8 @@ call): the function is then applied entry by entry, as Excel does.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -402,12 +404,12 @@ def _table_lookup(args: list[Val | None], ctx: Context, across: bool) -> Val:
 
 @excel("VLOOKUP", "Lookup & Reference", min_args=3, max_args=4, args="VRVV")
 def vlookup(args: list[Val | None], ctx: Context) -> Val:
-    return _table_lookup(args, ctx, across=False)
+    return replace(_table_lookup(args, ctx, across=False), blank_is_value=True)
 
 
 @excel("HLOOKUP", "Lookup & Reference", min_args=3, max_args=4, args="VRVV")
 def hlookup(args: list[Val | None], ctx: Context) -> Val:
-    return _table_lookup(args, ctx, across=True)
+    return replace(_table_lookup(args, ctx, across=True), blank_is_value=True)
 
 
 @excel("INDEX", "Lookup & Reference", min_args=2, max_args=4, args="RVV")

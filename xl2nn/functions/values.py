@@ -37,6 +37,9 @@ class Val:
     kind: int | np.ndarray
     text: np.ndarray | None = None
     is_ref: bool = False        # came straight from a reference (matters to SUM & co.)
+    # A blank handed on as a value (VLOOKUP of an empty cell), not a reference to an empty
+    # cell (IF, INDEX): SUM, MIN, COUNT ... given it directly count it as 0.
+    blank_is_value: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:
