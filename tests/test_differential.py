@@ -65,7 +65,7 @@ def expr(rng: random.Random, depth: int = 3) -> str:
     if kind == "pow":
         return f"({sub()})^{rng.choice([2, 3])}"
     if kind == "fn1":
-        fn = rng.choice(["ABS", "SQRT", "LN", "EXP", "TANH", "INT", "SIGN", "LOG10"])
+        fn = rng.choice(["ABS", "SQRT", "LN", "EXP", "TANH", "INT", "SIGN", "LOG10", "SIN", "COS", "ATAN"])
         return f"EXP(MIN({sub()},50))" if fn == "EXP" else f"{fn}({sub()})"
     if kind == "fn2":
         fn = rng.choice(["MOD", "ROUND", "POWER", "MAX", "MIN"])
@@ -230,6 +230,7 @@ REGRESSIONS: list[str] = [
     "COUNT(IF(TRUE,C1,1),2)",
     "IF(LOG10(D1)>=-4,1,IF(-D1>LN(-2),2,3))",  # an error in the branch not taken stays out
     "MIN(VLOOKUP($A$5,$A$1:$E$6,3,FALSE),5)",  # VLOOKUP of a blank hands on 0, a value (IF hands on the cell)
+    "MOD(EXP(-60),-26.5)+MOD(A1,-3)",        # a remainder that rounds to the divisor is an error
 ]
 
 FIXED_GRID = [[1.5, -2, 0, None, 3, "x"], [2, 0.5, -1, 4, 7, 1], [None, 7, 2.25, -3, 1, None],

@@ -37,6 +37,11 @@ FORMULAS = {
     "N1": "=1/C1", "N2": "=N1+1", "N3": "=SQRT(-1)", "N4": "=LN(0)",
     # array formulas: products, transpose, broadcasting
     "O1": "=SUMPRODUCT(MMULT(A1:B2,A3:B4))", "O2": "=SUMPRODUCT(TRANSPOSE(A1:B1),C1:C2)",
+    # trigonometry, paired sums (text, booleans and blanks drop the pair)
+    "S1": "=SIN(A1)+COS(B1)+TAN(C2)", "S2": "=ASIN(0.5)+ACOS(-0.5)+ATAN(B2)+ATAN2(A1,B1)",
+    "S3": "=SINH(C3)+COSH(A2)+DEGREES(A1)+RADIANS(B2)",
+    "S4": "=SUMXMY2(A1:A4,B1:B4)+SUMX2MY2(A1:B2,C1:D2)+SUMX2PY2(A1:A4,F1:F4)",
+    "T1": "=ASIN(2)", "T2": "=ATAN2(-1,0)", "T3": "=SUMXMY2(A1:A4,B1:B3)", "T4": "=SUMX2MY2(A1:A4,D1:D4)",
 }
 
 

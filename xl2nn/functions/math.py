@@ -35,8 +35,16 @@ def _log(x: float, base: float = 10.0) -> float:
     return math.log(x) / math.log(base)
 
 
+_MOD_LIMIT = 2.0 ** 53      # past this quotient no digit of the remainder is left: an error
+
+
 def _excel_mod(a: float, b: float) -> float | CellError:
-    return DIV0 if b == 0 else a - b * math.floor(a / b)
+    if b == 0:
+        return DIV0
+    r = a - b * math.floor(a / b)
+    # A remainder rounded up to the divisor itself (MOD(1E-20,-3)) has no right answer left:
+    # LibreOffice calls it an error, and so do we.
+    return NUM_ERR if abs(a / b) >= _MOD_LIMIT or r == b else r
 
 
 _UNARY = {
@@ -48,6 +56,17 @@ _UNARY = {
     "TANH": Elementwise(torch.tanh, math.tanh),
     "SIGN": Elementwise(torch.sign, lambda x: float((x > 0) - (x < 0))),
     "INT": Elementwise(torch.floor, lambda x: float(math.floor(x))),
+    # Trigonometry: positional encodings, rotations, angles.
+    "SIN": Elementwise(torch.sin, math.sin),
+    "COS": Elementwise(torch.cos, math.cos),
+    "TAN": Elementwise(torch.tan, math.tan),
+    "ASIN": Elementwise(torch.asin, _safe(math.asin), domain_error=lambda x: x.abs() > 1),
+    "ACOS": Elementwise(torch.acos, _safe(math.acos), domain_error=lambda x: x.abs() > 1),
+    "ATAN": Elementwise(torch.atan, math.atan),
+    "SINH": Elementwise(torch.sinh, _safe(math.sinh), domain_error=lambda x: x.abs() > 710.47),
+    "COSH": Elementwise(torch.cosh, _safe(math.cosh), domain_error=lambda x: x.abs() > 710.47),
+    "DEGREES": Elementwise(torch.rad2deg, math.degrees),
+    "RADIANS": Elementwise(torch.deg2rad, math.radians),
 }
 
 
@@ -74,7 +93,9 @@ _POWER = Elementwise(torch.pow, lambda a, b: _safe(lambda x, y: x ** y)(a, b) if
                      else (NUM_ERR if b == 0 else DIV0),
                      domain_error=lambda a, b: ((a == 0) & (b <= 0)) | ((a < 0) & (b != torch.round(b))))
 _ROUND = Elementwise(lambda *_: None, _safe(_round_half_up))
-_MOD = Elementwise(lambda a, b: a - b * torch.floor(a / b), _excel_mod, domain_error=lambda a, b: b == 0)
+_MOD = Elementwise(lambda a, b: a - b * torch.floor(a / b), _excel_mod,
+                   domain_error=lambda a, b: (b == 0) | ((a / b).abs() >= _MOD_LIMIT)
+                   | (a - b * torch.floor(a / b) == b))
 
 
 @excel("LOG", "Math & Trig", min_args=1, max_args=2)
@@ -82,6 +103,43 @@ def log(args: list[Val | None], ctx: Context) -> Val:
     base = args[1] if len(args) > 1 and args[1] is not None else Val(
         torch.full((1, 1, 1), 10.0, dtype=torch.float64, device=ctx.device), NUM)
     return _LOG([_arg(args[0], ctx), base], ctx)
+
+
+_ATAN2 = Elementwise(lambda x, y: torch.atan2(y, x), lambda x, y: DIV0 if x == 0 and y == 0 else math.atan2(y, x),
+                     domain_error=lambda x, y: (x == 0) & (y == 0))
+
+
+@excel("ATAN2", "Math & Trig", min_args=2, max_args=2)
+def atan2(args: list[Val | None], ctx: Context) -> Val:
+    # Excel's argument order is (x, y), the reverse of C's atan2(y, x).
+    return _ATAN2([_arg(args[0], ctx), _arg(args[1], ctx)], ctx)
+
+
+def _paired(args: list[Val | None], ctx: Context, term) -> Val:
+    """SUMXMY2 and kin: sum of term(x, y) over the pairs where both entries are numbers."""
+    x, y = _arg(args[0], ctx), _arg(args[1], ctx)
+    f = max(x.num.shape[0], y.num.shape[0])
+    if x.num.shape[1:] != y.num.shape[1:]:
+        return _whole_error(Val(torch.zeros((f, 1, 1), dtype=torch.float64), NUM), CellError("#N/A"), ctx)
+    both = torch.as_tensor((x.kinds() == NUM) & (y.kinds() == NUM), device=x.num.device)
+    zero = torch.zeros((), dtype=x.num.dtype, device=x.num.device)
+    t = torch.where(both, term(torch.where(both, x.num, zero), torch.where(both, y.num, zero)), zero)
+    return with_errors(Val(t.sum(dim=(1, 2), keepdim=True), NUM), _array_errors([x, y]), ctx.device)
+
+
+@excel("SUMXMY2", "Math & Trig", min_args=2, max_args=2, args="A")
+def sumxmy2(args: list[Val | None], ctx: Context) -> Val:
+    return _paired(args, ctx, lambda x, y: (x - y) * (x - y))       # a squared error, summed
+
+
+@excel("SUMX2MY2", "Math & Trig", min_args=2, max_args=2, args="A")
+def sumx2my2(args: list[Val | None], ctx: Context) -> Val:
+    return _paired(args, ctx, lambda x, y: x * x - y * y)
+
+
+@excel("SUMX2PY2", "Math & Trig", min_args=2, max_args=2, args="A")
+def sumx2py2(args: list[Val | None], ctx: Context) -> Val:
+    return _paired(args, ctx, lambda x, y: x * x + y * y)
 
 
 @excel("POWER", "Math & Trig", min_args=2, max_args=2)
