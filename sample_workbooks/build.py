@@ -49,6 +49,7 @@ def workbooks() -> dict[str, Workbook]:
         "linear_regression": synthetic.linear_regression(),
         "softmax_regression": synthetic.softmax_regression(),
         "sgd_by_hand": synthetic.sgd_by_hand(),
+        "convolution": synthetic.convolution(),
     }
 
 
@@ -107,10 +108,12 @@ def check(path: Path, stem: str) -> list[str]:
                      f"{len(grads.checks)} gradients ok (max rel {grads.worst.rel:.2g})")
     if not {"solver_opt", "solver_adj", "solver_typ"} <= hidden:
         raise SystemExit(f"build: {path.name}: Solver's names are missing or not hidden")
-    if not wb.tables and stem != "sgd_by_hand":
+    if not wb.tables and stem not in ("sgd_by_hand", "convolution"):
         raise SystemExit(f"build: {path.name}: the tables are missing")
     if stem == "titanic" and not wb.sheets["mmult"].arrays:
         raise SystemExit(f"build: {path.name}: the MMULT array formula is missing")
+    if stem == "convolution" and len(wb.sheets["conv"].arrays) != 100:
+        raise SystemExit(f"build: {path.name}: the feature map's 100 array formulas are missing")
     for grad, of, wrt in HAND_CHECKS.get(stem, []):
         report = check_hand_gradients(wb, recalc.grids, *parse_ranges(wb, grad, of, wrt, None))
         if not report.ok:

@@ -1,4 +1,5 @@
-"""The workbooks on synthetic data (fixed seeds): linear and softmax regression, SGD by hand."""
+"""The workbooks on synthetic data (fixed seeds): linear and softmax regression, SGD by hand,
+a convolution."""
 from __future__ import annotations
 
 import numpy as np
@@ -208,3 +209,67 @@ def sgd_by_hand() -> Workbook:
         LIBREOFFICE,
     ])
     return finish(wb, active="sgd")
+
+
+# --------------------------------------------------------------------------- convolution
+
+CONV_SEED, SIDE = 4, 12                    # a 12×12 image; a 3×3 kernel gives a 10×10 feature map
+SOBEL = np.array([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])   # vertical edges
+
+
+def _image(rng: np.random.Generator) -> np.ndarray:
+    """A few bright rectangles on a dark background, lightly noised: edges to find."""
+    img = np.zeros((SIDE, SIDE))
+    for _ in range(3):
+        r, c = rng.integers(0, SIDE - 3, size=2)
+        h, w = rng.integers(3, 7, size=2)
+        img[r:r + h, c:c + w] = 1.0
+    return np.round(img + rng.uniform(0.0, 0.1, size=img.shape), 2)
+
+
+def convolution() -> Workbook:
+    from openpyxl.utils import get_column_letter as col
+    from openpyxl.worksheet.formula import ArrayFormula
+    rng = np.random.default_rng(CONV_SEED)
+    img = _image(rng)
+    out = SIDE - 2
+    windows = np.lib.stride_tricks.sliding_window_view(img, (3, 3))
+    target = np.round(np.maximum(0.0, (windows * SOBEL).sum(axis=(2, 3))), 4)
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "conv"
+    ws["A1"] = "A 3×3 convolution with ReLU, learned: which kernel turns the image into the target edges?"
+    ws["A1"].font = BOLD
+    ws["B3"], ws["O3"] = "image (12×12)", "kernel (3×3)"
+    for i in range(SIDE):
+        for j in range(SIDE):
+            ws.cell(4 + i, 2 + j, float(img[i, j])).number_format = "0.00"
+    start = rng.uniform(-0.5, 0.5, size=(3, 3))
+    for i in range(3):
+        _params(ws, 4 + i, 16, start[i])                                # P4:R6
+    ws["B18"], ws["N18"], ws["B31"] = ("feature map = MAX(0, SUM(window × kernel))", "target (vertical edges)",
+                                       "squared error")
+    for i in range(out):
+        for j in range(out):
+            r, c = 19 + i, 2 + j
+            window = f"{col(c)}{4 + i}:{col(c + 2)}{6 + i}"
+            here = f"{col(c)}{r}"
+            # One array formula per cell, as Excel 365 saves a formula that multiplies ranges.
+            ws[here] = ArrayFormula(here, f"=MAX(0,SUM({window}*$P$4:$R$6))")
+            ws[here].number_format = "0.000"
+            ws.cell(r, 14 + j, float(target[i, j])).number_format = "0.000"   # N19:W28
+            ws.cell(32 + i, c, f"=({here}-{col(14 + j)}{r})^2")                  # B32:K41
+    _loss(ws, "P8", "P9", "mean squared error", "=AVERAGE(B32:K41)")
+    solver_model(ws, "$P$9", "$P$4:$R$6")
+    readme(wb, "convolution.xlsx: a convolutional layer, filled over a grid", [
+        f"A {SIDE}×{SIDE} image (B4:M15, seed {CONV_SEED}) and a 3×3 kernel (the yellow P4:R6, random start). "
+        "Each cell of the 10×10 feature map B19:K28 is =MAX(0,SUM(window*kernel)) over the 3×3 window under it: "
+        "a convolution with a ReLU, written the way the 'AI by hand' sheets write it. N19:W28 is the target, "
+        "the ReLU of the image's vertical edges (a Sobel kernel); B32:K41 the squared errors, P9 their mean.",
+        "The Excel Solver model minimises P9 by changing the kernel. xl2nn compiles the 100 copied formulas "
+        "to one tensor op (inspect calls it 'conv 3×3 + ReLU') and trains the kernel:",
+        "xl2nn inspect sample_workbooks/convolution.xlsx",
+        "xl2nn train sample_workbooks/convolution.xlsx --steps 2000 --lr 0.5",
+        LIBREOFFICE,
+    ])
+    return finish(wb, active="conv")

@@ -28,9 +28,11 @@ MODELS = {
     "linear_regression": ("regression", {"regression": "regression!H6"}),
     "softmax_regression": ("softmax", {"softmax": "softmax!W8"}),
     "sgd_by_hand": ("sgd", {"sgd": "sgd!T6"}),
+    "convolution": ("conv", {"conv": "conv!P9"}),
 }
 # What train reaches from the workbook's weights with the defaults (sgd, lr 0.1, 1000 steps).
-TRAINED_BELOW = {"titanic": 0.145, "linear_regression": 0.0101, "softmax_regression": 0.2, "sgd_by_hand": 0.0101}
+TRAINED_BELOW = {"titanic": 0.145, "linear_regression": 0.0101, "softmax_regression": 0.2, "sgd_by_hand": 0.0101,
+                 "convolution": 0.001}
 SGD = SAMPLES / "sgd_by_hand.xlsx"
 HAND = [("K4:K33", "F4:F33", "C4:C33"), ("L4:L33", "F4:F33", "D4:D33")]
 needs_soffice = pytest.mark.skipif(find_soffice() is None, reason="LibreOffice (soffice) is not installed")
@@ -68,6 +70,11 @@ def test_sample_file_has_what_excel_needs(stem):
         (area, text), = wb.sheets["mmult"].arrays
         assert str(area) == "mmult!V4:W894" and text.startswith("MMULT(Table_mmult[[SibSp]:[Ones]]")
         assert wb.sheets["nnet"].formulas[(4, 29)].text.startswith("SUMPRODUCT(Table_nnet[[#This Row],[SibSp]:")
+    elif stem == "convolution":
+        arrays = wb.sheets["conv"].arrays        # one array formula per feature-map cell, as Excel 365 saves them
+        assert len(arrays) == 100 and all(area.size == 1 for area, _ in arrays)
+        graph = load(f)[1]
+        assert graph.family_at("conv", 19, 2).size == 100         # ... compiled to one family
     elif stem != "sgd_by_hand":
         assert len(wb.tables) == 1
 
@@ -206,7 +213,7 @@ def test_cached_values_are_libreoffices(libreoffice):
                 want, got = sheet.values[pos], theirs.sheets[name].values[pos]
                 assert got == pytest.approx(want, rel=1e-12, abs=1e-15), (src.name, name, pos)
                 n += 1
-        assert n > 400, src.name
+        assert n > 200, src.name
 
 
 @needs_soffice
