@@ -153,3 +153,21 @@ def test_spill_of_a_missing_array_is_ref_error(tmp_path):
     wb.save(src)
     wbx, graph = load(src)
     assert isinstance(recalculate(wbx, graph).grids.value("s", 1, 2), CellError)
+
+
+def test_spill_operator_as_typed(tmp_path):
+    """Files store A1# as ANCHORARRAY(A1); a workbook written by a program may hold A1# itself."""
+    from openpyxl import Workbook
+    from openpyxl.worksheet.formula import ArrayFormula
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "s"
+    ws["A1"] = ArrayFormula("A1:A4", "=_xlfn.SEQUENCE(4,1,10,5)")     # 10, 15, 20, 25
+    ws["B1"] = "=SUM(A1#)*2"
+    ws["B2"] = "=SUM(B1#)"                                               # B1 spills nothing
+    src = tmp_path / "typed.xlsx"
+    wb.save(src)
+    wbx, graph = load(src)
+    recalc = recalculate(wbx, graph)
+    assert recalc.grids.value("s", 1, 2) == 140.0
+    assert recalc.grids.value("s", 2, 2) == CellError("#REF!")

@@ -28,7 +28,7 @@ _TOKEN = re.compile(
   | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<func>[A-Za-z_][A-Za-z0-9_.]*(?=\())
   | (?P<name>(?:{_SHEET})?[A-Za-z_\\][A-Za-z0-9_.\\?]*)
-  | (?P<op><=|>=|<>|[-+*/^&=<>%:@])
+  | (?P<op><=|>=|<>|[-+*/^&=<>%:@#])
   | (?P<punct>[(),;{{}}\[\]])
     """,
     re.VERBOSE,
@@ -206,9 +206,12 @@ class _Parser:
             self.take()
             return Call("SINGLE", (self.unary(),))
         node = self.primary()
-        while self.at("op", "%"):
-            self.take()
-            node = Unary("%", node)
+        while self.at("op", "%") or self.at("op", "#"):
+            if self.take().text == "#":     # A1#: the range spilled from A1 (ANCHORARRAY)
+                spilled = self.s.spill(node) if isinstance(node, Ref) else None
+                node = spilled if spilled is not None else ErrorLit("#REF!")
+            else:
+                node = Unary("%", node)
         return node
 
     def primary(self) -> Node:
