@@ -156,12 +156,7 @@ def ref_index(ref: Ref, rows: np.ndarray, cols: np.ndarray, grid_shape: tuple[in
     """
     if ref.r1_abs and ref.r2_abs and ref.c1_abs and ref.c2_abs:
         rows, cols = rows[:1], cols[:1]
-    ra = ref.r1 if ref.r1_abs else rows + ref.r1
-    rb = ref.r2 if ref.r2_abs else rows + ref.r2
-    ca = ref.c1 if ref.c1_abs else cols + ref.c1
-    cb = ref.c2 if ref.c2_abs else cols + ref.c2
-    top, bottom = np.minimum(ra, rb), np.maximum(ra, rb)
-    left, right = np.minimum(ca, cb), np.maximum(ca, cb)
+    top, left, bottom, right = ref.bounds(rows, cols)
     top = np.broadcast_to(top, rows.shape)
     left = np.broadcast_to(left, rows.shape)
     h = int(np.max(bottom - top)) + 1 if np.size(bottom) else 1

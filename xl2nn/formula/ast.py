@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..cells import MAX_COL, MAX_ROW, Area, a1, col_letters, quote_sheet
 
 
@@ -60,6 +62,15 @@ class Ref(Node):
         """Rows and columns of the referenced block (the same from every cell)."""
         return self.r2 - self.r1 + 1 if self.r1_abs == self.r2_abs else -1, \
             self.c2 - self.c1 + 1 if self.c1_abs == self.c2_abs else -1
+
+    def bounds(self, rows, cols):
+        """(top, left, bottom, right) of the block read from each cell (rows[i], cols[i]):
+        NumPy arrays of cells, or one cell's ints."""
+        r1 = self.r1 if self.r1_abs else rows + self.r1
+        r2 = self.r2 if self.r2_abs else rows + self.r2
+        c1 = self.c1 if self.c1_abs else cols + self.c1
+        c2 = self.c2 if self.c2_abs else cols + self.c2
+        return np.minimum(r1, r2), np.minimum(c1, c2), np.maximum(r1, r2), np.maximum(c1, c2)
 
     def area_at(self, row: int, col: int) -> Area:
         """The block this reference means in the cell (row, col)."""

@@ -35,6 +35,7 @@ import torch
 from ..cells import ERROR_CODES, CellError
 from .registry import Context
 from .values import BOOL, DIV0, EMPTY, ERROR, NUM, TEXT, VALUE, Val, scalar, to_objects
+from .wildcard import wildcard
 
 # Operators, and the kinds of operand.
 EQ, NE, LT, LE, GT, GE = range(6)
@@ -98,20 +99,6 @@ def _number(s: str) -> float | None:
         return None
     x = float(m.group(1)) / (100.0 if m.group(2) else 1.0)
     return x if np.isfinite(x) else None
-
-
-def wildcard(pattern: str) -> re.Pattern:
-    """Excel's * and ? as a regular expression (to fullmatch); ~*, ~? and ~~ are literal."""
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "~" and i + 1 < len(pattern) and pattern[i + 1] in "*?~":
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 # -- the distinct criteria of one argument ---------------------------------------------------
@@ -559,6 +546,6 @@ def resized(values: Val, like: Val) -> Val | None:
     return None
 
 
-__all__ = ["Criterion", "Criteria", "Cells", "Matcher", "parse", "parse_text", "wildcard",
+__all__ = ["Criterion", "Criteria", "Cells", "Matcher", "parse", "parse_text",
            "conditional", "single", "multiple", "resized", "filled", "top_left",
            "COUNT", "SUM", "AVERAGE", "MAX", "MIN"]

@@ -21,7 +21,6 @@ from dataclasses import replace
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -31,6 +30,7 @@ from ..cells import CellError
 from .registry import Context, excel
 from .values import (BOOL, EMPTY, ERROR, NA, NUM, REF, TEXT, VALUE, Val, from_objects, scalar, to_bool,
                      to_number, to_objects)
+from .wildcard import wildcard
 
 EXACT, ASCENDING, DESCENDING = 0, 1, -1
 _WILDCARD = re.compile(r"[*?~]")
@@ -307,7 +307,7 @@ class _TextIndex:
         s = s.lower()
         if mode == EXACT:
             if _WILDCARD.search(s):
-                rx = _wildcard(s)
+                rx = wildcard(s)
                 return next((int(p) for k, p in zip(self.keys, self.pos) if rx.fullmatch(k)), -1)
             return self.first.get(s, -1)
         lo, hi = 0, len(self.keys) - 1
@@ -318,22 +318,6 @@ class _TextIndex:
             else:
                 hi = mid - 1
         return int(self.pos[hi]) if hi >= 0 else -1
-
-
-@lru_cache(maxsize=512)
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    """Excel's wildcards as a regex: * any run, ? one character; ~ takes the next character
-    literally (any character, as LibreOffice reads it: "x~y" is "xy"), a final ~ is itself."""
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "~" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 def _search_text(x: np.ndarray, mode: np.ndarray, f: np.ndarray, keys: _Keys) -> np.ndarray:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -28,6 +27,7 @@ from .numtext import parse_number
 from .registry import Context, excel
 from .values import (EMPTY, NUM, VALUE, Val, from_objects, scalar, to_bool, to_number,
                      to_objects, to_text)
+from .wildcard import wildcard
 
 MAX_TEXT = 32767           # Excel's cell limit: a longer text result is #VALUE!
 
@@ -183,22 +183,6 @@ def _find_at(find: str, within: str, start: int, search: Callable[[int], int]) -
 
 def _find(find: str, within: str, start: int) -> object:
     return _find_at(find, within, start, lambda at: within.find(find, at))
-
-
-@lru_cache(maxsize=256)
-def wildcard(pattern: str) -> re.Pattern:
-    """Excel's wildcards as a regex: ? one character, * any run, ~ takes the next character
-    literally (LibreOffice: "~x" is "x"; a final ~ is itself)."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "~" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append("." if c == "?" else ".*" if c == "*" else re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
 
 
 def _search(find: str, within: str, start: int) -> object:
@@ -387,4 +371,4 @@ def _raw_value(x: Any) -> Any:
     return float(x) if isinstance(x, bool) else x
 
 
-__all__ = ["MAX_TEXT", "wildcard", "units", "joined", "elementwise"]
+__all__ = ["MAX_TEXT", "units", "joined", "elementwise"]

@@ -275,19 +275,10 @@ def _reads_itself(fam: Family) -> bool:
     for ref in refs(fam.ast):
         if ref.sheet != fam.sheet:
             continue
-        r1, c1 = _lo(ref.r1, ref.r1_abs, fam.rows), _lo(ref.c1, ref.c1_abs, fam.cols)
-        r2, c2 = _hi(ref.r2, ref.r2_abs, fam.rows), _hi(ref.c2, ref.c2_abs, fam.cols)
-        if min(r1, r2) <= a.r2 and a.r1 <= max(r1, r2) and min(c1, c2) <= a.c2 and a.c1 <= max(c1, c2):
+        top, left, bottom, right = ref.bounds(fam.rows, fam.cols)
+        if top.min() <= a.r2 and a.r1 <= bottom.max() and left.min() <= a.c2 and a.c1 <= right.max():
             return True
     return False
-
-
-def _lo(v: int, absolute: bool, at: np.ndarray) -> int:
-    return v if absolute else int(at.min()) + v
-
-
-def _hi(v: int, absolute: bool, at: np.ndarray) -> int:
-    return v if absolute else int(at.max()) + v
 
 
 __all__ = ["Family", "ParseProblem", "build_families", "calls", "rectangles", "split", "a1"]

@@ -61,12 +61,7 @@ def _one_cell(ref: Ref) -> bool:
 
 def inside(ref: Ref, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Per cell (rows[i], cols[i]): does its row or column meet the range?"""
-    r1 = ref.r1 if ref.r1_abs else rows + ref.r1
-    r2 = ref.r2 if ref.r2_abs else rows + ref.r2
-    c1 = ref.c1 if ref.c1_abs else cols + ref.c1
-    c2 = ref.c2 if ref.c2_abs else cols + ref.c2
-    top, bottom = np.minimum(r1, r2), np.maximum(r1, r2)
-    left, right = np.minimum(c1, c2), np.maximum(c1, c2)
+    top, left, bottom, right = ref.bounds(rows, cols)
     one_row, one_col = np.equal(top, bottom), np.equal(left, right)
     in_rows = (top <= rows) & (rows <= bottom)
     in_cols = (left <= cols) & (cols <= right)
