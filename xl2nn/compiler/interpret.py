@@ -14,7 +14,7 @@ import torch
 
 from ..formula.ast import ArrayLit, Binary, Boolean, Call, ErrorLit, Missing, Node, Number, Ref, Text, Unary
 from ..functions import FUNCTIONS, binary, unary
-from ..functions.values import NUM, Val, from_objects, scalar
+from ..functions.values import NUM, Val, from_objects, scalar, to_objects
 from ..cells import CellError
 
 
@@ -38,10 +38,10 @@ def evaluate(node: Node, ctx: EvalContext) -> Val:
         left = evaluate(node.left, ctx)
         if node.op == "^" and isinstance(node.right, Number) and node.right.value == 2.0 and left.numeric:
             # Squared error is everywhere: x*x has the cheaper backward and no pow domain checks.
-            return Val(left.num * left.num, NUM)
-        return binary(node.op, left, evaluate(node.right, ctx), ctx)
+            return _finite(Val(left.num * left.num, NUM), ctx)
+        return _finite(binary(node.op, left, evaluate(node.right, ctx), ctx), ctx)
     if isinstance(node, Unary):
-        return unary(node.op, evaluate(node.arg, ctx), ctx)
+        return _finite(unary(node.op, evaluate(node.arg, ctx), ctx), ctx)
     if isinstance(node, Call):
         fn = FUNCTIONS.get(node.name)
         if fn is None:
@@ -49,8 +49,26 @@ def evaluate(node: Node, ctx: EvalContext) -> Val:
         args = [None if isinstance(a, Missing) else evaluate(a, ctx) for a in node.args]
         if not fn.min_args <= len(args) <= fn.max_args:
             return _literal(ErrorLit("#VALUE!"), ctx)
-        return fn.impl(args, ctx)
+        return _finite(fn.impl(args, ctx), ctx)
     return _literal(node, ctx)
+
+
+def _finite(v: Val, ctx: EvalContext) -> Val:
+    """Excel has no infinite numbers: one past its range (1E+200*1E+200, SUMSQ(1E+200), a
+    variance that overflows) is #NUM!, whichever torch form made it. Checked runs only;
+    training watches its loss instead."""
+    if not ctx.checked:
+        return v
+    bad = ~torch.isfinite(v.num)
+    if isinstance(v.kind, np.ndarray) or v.kind != NUM:
+        if not v.has(NUM):
+            return v
+        bad = bad & torch.as_tensor(v.kinds() == NUM, device=v.num.device)
+    if not bool(bad.any()):
+        return v
+    objs = to_objects(v)
+    objs[np.broadcast_to(bad.cpu().numpy(), objs.shape)] = CellError("#NUM!")
+    return from_objects(objs, ctx.device)
 
 
 def _literal(node: Node, ctx: EvalContext) -> Val:

@@ -424,7 +424,7 @@ def _index_cells(arr: Val, row: Val, col: Val, along_row: bool, area_err: np.nda
     """One row and column number per family cell: a cell, or a whole row (column 0), a whole
     column (row 0) or the whole range (both 0)."""
     h, w = arr.num.shape[1:]
-    f = _shape(arr, row, col)[0]
+    f = max(_shape(arr, row, col)[0], 1 if area_err is None else area_err.shape[0])
     rn, cn = _numbers(row), _numbers(col)
     r = np.broadcast_to(_whole(rn.num[:, 0, 0]), (f,))
     c = np.broadcast_to(_whole(cn.num[:, 0, 0]), (f,))
@@ -457,6 +457,8 @@ def _index_entries(arr: Val, row: Val, col: Val, along_row: bool, area_err: np.n
     h, w = arr.num.shape[1:]
     row, col = _fit([row, col])
     shape = _shape(Val(arr.num[:, :1, :1], NUM), row, col)
+    if area_err is not None:        # area_num may differ from cell to cell: its F counts too
+        shape = (max(shape[0], area_err.shape[0]),) + tuple(shape[1:])
     rn, cn = _numbers(row), _numbers(col)
     r = np.broadcast_to(_whole(rn.num), shape)
     c = np.broadcast_to(_whole(cn.num), shape)

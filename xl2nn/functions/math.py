@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Context as DecimalContext, Decimal
 
 import numpy as np
 import torch
@@ -10,25 +10,34 @@ import torch
 from ..cells import CellError
 from .aggregate import Numbers
 from .criteria import SUM, multiple, single
+from .operators import ARITHMETIC
 from .registry import Context, Elementwise, excel, first_error, with_errors
-from .values import DIV0, NUM, NUM_ERR, VALUE, Val, from_objects, scalar, to_objects
+from .values import DIV0, ERROR, NUM, NUM_ERR, VALUE, Val, from_objects, scalar, to_objects
 
 
 def _safe(fn):
     def run(*xs: float) -> float | CellError:
         try:
             r = fn(*xs)
-        except (ValueError, OverflowError, ZeroDivisionError):
+        except (ValueError, ArithmeticError):      # overflow, division, decimal.InvalidOperation
             return NUM_ERR
         return NUM_ERR if isinstance(r, float) and (math.isinf(r) or math.isnan(r)) else r
     return run
 
 
+_WIDE = DecimalContext(prec=1000)     # quantize needs every digit up to the place rounded to
+
+
 def _round_half_up(x: float, digits: float) -> float:
     d = int(digits)
+    if d > 400 or not math.isfinite(x):      # finer than any double's last digit: x itself
+        return x
+    if d < -400:
+        return 0.0
     q = Decimal(1).scaleb(-d)
     # repr() gives the shortest decimal that reads back as x: Excel rounds what it shows.
-    return float(Decimal(repr(x)).quantize(q, rounding=ROUND_HALF_UP))
+    # Enough precision for any double's digits at any place (1E+200 to 4 places).
+    return float(Decimal(repr(x)).quantize(q, rounding=ROUND_HALF_UP, context=_WIDE))
 
 
 def _log(x: float, base: float = 10.0) -> float:
@@ -89,9 +98,7 @@ def _arg(v: Val | None, ctx: Context) -> Val:
 
 _LOG = Elementwise(lambda x, b: torch.log(x) / torch.log(b), _safe(_log),
                    domain_error=lambda x, b: (x <= 0) | (b <= 0) | (b == 1))
-_POWER = Elementwise(torch.pow, lambda a, b: _safe(lambda x, y: x ** y)(a, b) if not (a == 0 and b <= 0)
-                     else (NUM_ERR if b == 0 else DIV0),
-                     domain_error=lambda a, b: ((a == 0) & (b <= 0)) | ((a < 0) & (b != torch.round(b))))
+_POWER = ARITHMETIC["^"]        # POWER(a, b) is a^b, errors and all
 _ROUND = Elementwise(lambda *_: None, _safe(_round_half_up))
 _MOD = Elementwise(lambda a, b: a - b * torch.floor(a / b), _excel_mod,
                    domain_error=lambda a, b: (b == 0) | ((a / b).abs() >= _MOD_LIMIT)
@@ -225,11 +232,29 @@ def sumproduct(args: list[Val | None], ctx: Context) -> Val:
 @excel("MMULT", "Math & Trig", min_args=2, max_args=2, args="A")
 def mmult(args: list[Val | None], ctx: Context) -> Val:
     a, b = _arg(args[0], ctx), _arg(args[1], ctx)
-    if a.num.shape[2] != b.num.shape[1] or a.uniform() != NUM or b.uniform() != NUM:
-        f = max(a.num.shape[0], b.num.shape[0])
+    f = max(a.num.shape[0], b.num.shape[0])
+    if a.uniform() == NUM and b.uniform() == NUM and a.num.shape[2] == b.num.shape[1]:
+        return Val(torch.matmul(a.num, b.num), NUM)
+    # Text, booleans or blanks anywhere, or shapes that do not chain: all #VALUE!, as documented.
+    ka, kb = a.kinds(), b.kinds()
+    plain = np.isin(ka, (NUM, ERROR)).all() and np.isin(kb, (NUM, ERROR)).all()
+    if a.num.shape[2] != b.num.shape[1] or not plain:
         return _whole_error(Val(torch.zeros((f, a.num.shape[1], b.num.shape[2]), dtype=torch.float64),
                                 NUM), VALUE, ctx)
-    return Val(torch.matmul(a.num, b.num), NUM)
+    # An error value spoils the rows (of a) and columns (of b) it takes part in, no more.
+    zero = torch.zeros((), dtype=a.num.dtype, device=a.num.device)
+    ea, eb = torch.as_tensor(ka == ERROR), torch.as_tensor(kb == ERROR)
+    out = torch.matmul(torch.where(ea, zero, a.num), torch.where(eb, zero, b.num))
+    objs = to_objects(Val(out, NUM))
+    ta = np.broadcast_to(a.text, ka.shape) if a.text is not None else None
+    tb = np.broadcast_to(b.text, kb.shape) if b.text is not None else None
+    for k, i, j in np.ndindex(*objs.shape):
+        ra, cb = ka[min(k, ka.shape[0] - 1), i], kb[min(k, kb.shape[0] - 1), :, j]
+        if (ra == ERROR).any():
+            objs[k, i, j] = CellError(ta[min(k, ka.shape[0] - 1), i][np.argmax(ra == ERROR)])
+        elif (cb == ERROR).any():
+            objs[k, i, j] = CellError(tb[min(k, kb.shape[0] - 1), :, j][np.argmax(cb == ERROR)])
+    return from_objects(objs, ctx.device)
 
 
 @excel("TRANSPOSE", "Lookup & Reference", min_args=1, max_args=1, args="A")
@@ -263,7 +288,7 @@ def _round_toward(x: float, digits: float, away: bool) -> float | CellError:
         return 0.0 if not away or x == 0 else NUM_ERR
     try:
         q = Decimal(1).scaleb(-d)
-        return float(Decimal(f"{x:.15g}").quantize(q, rounding=ROUND_UP if away else ROUND_DOWN))
+        return float(Decimal(f"{x:.15g}").quantize(q, rounding=ROUND_UP if away else ROUND_DOWN, context=_WIDE))
     except ArithmeticError:
         return x         # more digits asked for than the number has (to 15 digits)
 
