@@ -1,7 +1,7 @@
 """Cell families: a run of copied formulas with one R1C1 shape is one node over a vector.
 
-A family is either a run down a column, a run along a row, a single cell, or the
-range of one array (CSE / dynamic-array) formula.
+A family is a run down a column, a run along a row, a rectangle of such runs side by
+side, a single cell, or the range of one multi-cell array (CSE / dynamic-array) formula.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from ..cells import Area, a1, cell_name
 from ..errors import FormulaError
 from ..formula import FormulaParser
 from ..formula.ast import Call, Node, Ref, refs, to_text, walk
-from .intersect import candidates, inside, rewrite
 from ..reader.workbook import Workbook
+from .intersect import candidates, inside, rewrite
 
 
 UNPARSABLE = "(unparsable formula)"
