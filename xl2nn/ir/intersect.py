@@ -25,27 +25,33 @@ from ..functions import FUNCTIONS
 VALUE, REFERENCE, ARRAY = "V", "R", "A"
 
 
+def _operand(ctx: str) -> str:
+    """An operator's operands: arrays inside an array computation, else single values."""
+    return ARRAY if ctx == ARRAY else VALUE
+
+
+def _argument(call: Call, i: int, ctx: str) -> str:
+    """How argument i of `call` is read when the call itself is read in context `ctx`."""
+    if call.name == "SINGLE":           # the @ operator: intersect, even in an array formula
+        return VALUE
+    fn = FUNCTIONS.get(call.name)
+    cls = fn.arg_class(i) if fn is not None else REFERENCE
+    if ctx == ARRAY or cls == ARRAY:
+        return ARRAY
+    return ctx if cls == "P" else cls   # passed through (IF's branches): read as the call is
+
+
 def _contexts(node: Node, ctx: str) -> Iterator[tuple[Node, str]]:
     """Every node with the context it is computed in, parents first."""
     yield node, ctx
     if isinstance(node, Binary):
-        inner = ARRAY if ctx == ARRAY else VALUE
-        yield from _contexts(node.left, inner)
-        yield from _contexts(node.right, inner)
+        yield from _contexts(node.left, _operand(ctx))
+        yield from _contexts(node.right, _operand(ctx))
     elif isinstance(node, Unary):
-        yield from _contexts(node.arg, ARRAY if ctx == ARRAY else VALUE)
+        yield from _contexts(node.arg, _operand(ctx))
     elif isinstance(node, Call):
-        fn = FUNCTIONS.get(node.name)
         for i, a in enumerate(node.args):
-            cls = fn.arg_class(i) if fn is not None else REFERENCE
-            if node.name == "SINGLE":       # the @ operator: intersect, even in an array formula
-                yield from _contexts(a, VALUE)
-            elif ctx == ARRAY or cls == ARRAY:
-                yield from _contexts(a, ARRAY)
-            elif cls == "P":        # passed through (IF's branches): read as the call itself is
-                yield from _contexts(a, ctx)
-            else:
-                yield from _contexts(a, cls)
+            yield from _contexts(a, _argument(node, i, ctx))
 
 
 def candidates(ast: Node, array: bool = False) -> list[Ref]:
@@ -89,18 +95,11 @@ def rewrite(ast: Node, hits: tuple[bool, ...], array: bool = False) -> Node:
                 return _single(node) if next(it) else ErrorLit("#VALUE!")
             return node
         if isinstance(node, Binary):
-            inner = ARRAY if ctx == ARRAY else VALUE
-            return Binary(node.op, go(node.left, inner), go(node.right, inner))
+            return Binary(node.op, go(node.left, _operand(ctx)), go(node.right, _operand(ctx)))
         if isinstance(node, Unary):
-            return Unary(node.op, go(node.arg, ARRAY if ctx == ARRAY else VALUE))
+            return Unary(node.op, go(node.arg, _operand(ctx)))
         if isinstance(node, Call):
-            fn = FUNCTIONS.get(node.name)
-            args = []
-            for i, a in enumerate(node.args):
-                cls = fn.arg_class(i) if fn is not None else REFERENCE
-                sub = ARRAY if ctx == ARRAY or cls == ARRAY else (ctx if cls == "P" else cls)
-                args.append(go(a, VALUE if node.name == "SINGLE" else sub))
-            return Call(node.name, tuple(args))
+            return Call(node.name, tuple(go(a, _argument(node, i, ctx)) for i, a in enumerate(node.args)))
         return node      # literals, and array constants (never intersected)
 
     return go(ast, ARRAY if array else VALUE)
