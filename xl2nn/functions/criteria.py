@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from ..cells import ERROR_CODES, CellError
-from .registry import Context
-from .values import BOOL, DIV0, EMPTY, ERROR, NUM, TEXT, VALUE, Val, scalar, to_objects
+from .registry import Context, argument
+from .values import BOOL, DIV0, EMPTY, ERROR, NUM, TEXT, VALUE, Val, to_objects
 from .wildcard import wildcard
 
 # Operators, and the kinds of operand.
@@ -377,7 +377,7 @@ def conditional(ranges: list[Val], criteria: list[Val], values: Val | None, how:
 def single(args: list[Val | None], how: str, ctx: Context) -> Val:
     """COUNTIF (range, criterion) and SUMIF/AVERAGEIF (range, criterion, [values]): the
     values default to the range and take its shape from their top left."""
-    rng, crit = _given(args[0], ctx), _given(args[1], ctx)
+    rng, crit = argument(args, 0, ctx), argument(args, 1, ctx)
     if how == COUNT:
         return conditional([rng], [crit], None, how, ctx)
     # Left out, the values are the range; written but empty (SUMIF(A1:A5,">0",)), #VALUE!.
@@ -390,16 +390,11 @@ def single(args: list[Val | None], how: str, ctx: Context) -> Val:
 def multiple(args: list[Val | None], how: str, ctx: Context) -> Val:
     """COUNTIFS (range, criterion pairs) and SUMIFS/AVERAGEIFS/MAXIFS/MINIFS (values, then
     the pairs)."""
-    vals = [_given(a, ctx) for a in args]
+    vals = [argument(args, i, ctx) for i in range(len(args))]
     values = None if how == COUNT else vals.pop(0)
     if not vals or len(vals) % 2:
         return filled(VALUE, _family_shape(args), ctx)
     return conditional(vals[0::2], vals[1::2], values, how, ctx)
-
-
-def _given(v: Val | None, ctx: Context) -> Val:
-    """An omitted argument (COUNTIF(A1:A5,)) reads as an empty value."""
-    return v if v is not None else scalar(None, ctx.device)
 
 
 def _family_shape(args: list[Val | None]) -> tuple[int, int, int]:

@@ -14,12 +14,8 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from .registry import Context, excel
+from .registry import Context, argument, excel
 from .values import BOOL, EMPTY, ERROR, NA, NUM, TEXT, VALUE, Val, from_objects, scalar, to_objects
-
-
-def _arg(args: list[Val | None], ctx: Context) -> Val:
-    return args[0] if args and args[0] is not None else scalar(None, ctx.device)
 
 
 def _flags(mask: np.ndarray, ctx: Context) -> Val:
@@ -48,7 +44,7 @@ _KIND_TESTS: dict[str, Callable[[Val], np.ndarray]] = {
 
 def _make_test(name: str, test: Callable[[Val], np.ndarray]) -> None:
     def impl(args: list[Val | None], ctx: Context) -> Val:
-        return _flags(test(_arg(args, ctx)), ctx)
+        return _flags(test(argument(args, 0, ctx)), ctx)
     excel(name, "Information", min_args=1, max_args=1, differentiable=False)(impl)
 
 
@@ -69,7 +65,7 @@ def _parity(x: Any) -> int | CellError:
 
 
 def _even_odd(args: list[Val | None], ctx: Context, odd: bool) -> Val:
-    v = _arg(args, ctx)
+    v = argument(args, 0, ctx)
     if v.numeric:
         rem = torch.remainder(torch.trunc(v.num), 2.0)
         return Val(((rem != 0) if odd else (rem == 0)).to(torch.float64), BOOL)
@@ -94,7 +90,7 @@ def isodd(args: list[Val | None], ctx: Context) -> Val:
 @excel("N", "Information", min_args=1, max_args=1)
 def n(args: list[Val | None], ctx: Context) -> Val:
     """Numbers stay (with their gradient), booleans are 1/0, text and blanks 0; errors stay."""
-    v = _arg(args, ctx)
+    v = argument(args, 0, ctx)
     if v.numeric:
         return Val(v.num, NUM)
     is_text = torch.as_tensor(v.kinds() == TEXT, device=v.num.device)
@@ -115,7 +111,7 @@ def type_(args: list[Val | None], ctx: Context) -> Val:
 
     Excel's codes; LibreOffice differs (TRUE is a number there, and it says 8 for any
     formula cell)."""
-    v = _arg(args, ctx)
+    v = argument(args, 0, ctx)
     f, h, w = v.shape
     if h * w > 1:
         return Val(torch.full((f, 1, 1), 64.0, dtype=torch.float64, device=ctx.device), NUM)

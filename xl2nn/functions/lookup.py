@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from .registry import Context, excel
-from .values import (BOOL, EMPTY, ERROR, NA, NUM, REF, TEXT, VALUE, Val, from_objects, scalar, to_bool,
+from .registry import Context, argument, excel
+from .values import (BOOL, EMPTY, ERROR, NA, NUM, REF, TEXT, VALUE, Val, fit, to_bool,
                      to_number, to_objects)
 from .wildcard import wildcard
 
@@ -38,12 +38,6 @@ _SET = np.frompyfunc(lambda c: c is not None, 1, 1)
 
 
 # -- arguments -------------------------------------------------------------------------
-
-def _given(args: list[Val | None], i: int, ctx: Context) -> Val:
-    """Argument i, or an empty value where it is omitted (INDEX(A1:C3,,2): the row is 0)."""
-    v = args[i] if i < len(args) else None
-    return v if v is not None else scalar(None, ctx.device)
-
 
 @dataclass
 class _Numbers:
@@ -71,27 +65,6 @@ def _numbers(v: Val, coerce: Callable[[object], object] = to_number) -> _Numbers
 def _whole(x: np.ndarray) -> np.ndarray:
     """Excel's truncation of an index toward zero, as int64 (huge values stay out of range)."""
     return np.trunc(np.nan_to_num(np.clip(x, -2.0 ** 40, 2.0 ** 40))).astype(np.int64)
-
-
-def _fit(vals: list[Val]) -> list[Val]:
-    """Arguments applied entry by entry, brought to one shape as Excel lines arrays up: a side
-    of size 1 repeats, a shorter side is padded with #N/A."""
-    h = max(v.num.shape[1] for v in vals)
-    w = max(v.num.shape[2] for v in vals)
-    out = []
-    for v in vals:
-        vh, vw = v.num.shape[1:]
-        if vh in (1, h) and vw in (1, w):
-            out.append(v)
-            continue
-        objs = to_objects(v)
-        big = np.full((objs.shape[0], h, w), NA, dtype=object)
-        rr = np.arange(h) if vh > 1 else np.zeros(h, np.int64)
-        cc = np.arange(w) if vw > 1 else np.zeros(w, np.int64)
-        ok = (rr[:, None] < vh) & (cc[None, :] < vw)
-        big[:, ok] = objs[:, np.minimum(rr, vh - 1)[:, None], np.minimum(cc, vw - 1)[None, :]][:, ok]
-        out.append(from_objects(big, v.num.device))
-    return out
 
 
 def _shape(*vals: Val) -> tuple[int, int, int]:
@@ -338,10 +311,10 @@ def _search_text(x: np.ndarray, mode: np.ndarray, f: np.ndarray, keys: _Keys) ->
 
 @excel("MATCH", "Lookup & Reference", min_args=2, max_args=3, differentiable=False, args="VRV")
 def match(args: list[Val | None], ctx: Context) -> Val:
-    x, arr = _given(args, 0, ctx), _given(args, 1, ctx)
+    x, arr = argument(args, 0, ctx), argument(args, 1, ctx)
     # Type omitted: 1. Given but empty (MATCH(x,r,)): 0. Only its sign counts.
-    typ = scalar(1.0, ctx.device) if len(args) < 3 else _given(args, 2, ctx)
-    x, typ = _fit([x, typ])
+    typ = argument(args, 2, ctx, 1.0)
+    x, typ = fit([x, typ])
     shape = _shape(x, typ, Val(arr.num[:, :1, :1], NUM))
     t = _numbers(typ)
     mode = np.broadcast_to(np.sign(np.nan_to_num(t.num)).astype(np.int64), shape)
@@ -365,12 +338,12 @@ def _direct_error(v: Val) -> np.ndarray | None:
 
 def _table_lookup(args: list[Val | None], ctx: Context, across: bool) -> Val:
     """VLOOKUP (down the first column) and HLOOKUP (across the first row, via a transpose)."""
-    x, table, idx = _given(args, 0, ctx), _given(args, 1, ctx), _given(args, 2, ctx)
+    x, table, idx = argument(args, 0, ctx), argument(args, 1, ctx), argument(args, 2, ctx)
     # range_lookup omitted: TRUE (approximate). Given but empty (VLOOKUP(x,t,2,)): FALSE.
-    approx = scalar(True, ctx.device) if len(args) < 4 else _given(args, 3, ctx)
+    approx = argument(args, 3, ctx, True)
     if across:
         table = _transposed(table)
-    x, idx, approx = _fit([x, idx, approx])
+    x, idx, approx = fit([x, idx, approx])
     h, w = table.num.shape[1:]
     shape = _shape(x, idx, approx, Val(table.num[:, :1, :1], NUM))
     a = _numbers(approx, to_bool)
@@ -398,7 +371,7 @@ def hlookup(args: list[Val | None], ctx: Context) -> Val:
 
 @excel("INDEX", "Lookup & Reference", min_args=2, max_args=4, args="RVV")
 def index(args: list[Val | None], ctx: Context) -> Val:
-    arr, row, col = _given(args, 0, ctx), _given(args, 1, ctx), _given(args, 2, ctx)
+    arr, row, col = argument(args, 0, ctx), argument(args, 1, ctx), argument(args, 2, ctx)
     # INDEX(one row, n) counts along the row; with a column argument given, the row must be 1.
     along_row = len(args) == 2 and arr.num.shape[1] == 1
     # An error given as the range, or a bad area_num, applies to the whole result.
@@ -455,7 +428,7 @@ def _index_entries(arr: Val, row: Val, col: Val, along_row: bool, area_err: np.n
     """Arrays of row and column numbers (an array formula): one cell per entry. A 0 there
     reads as 1, the first cell of the row or column asked for, as LibreOffice does."""
     h, w = arr.num.shape[1:]
-    row, col = _fit([row, col])
+    row, col = fit([row, col])
     shape = _shape(Val(arr.num[:, :1, :1], NUM), row, col)
     if area_err is not None:        # area_num may differ from cell to cell: its F counts too
         shape = (max(shape[0], area_err.shape[0]),) + tuple(shape[1:])
@@ -474,8 +447,8 @@ def _index_entries(arr: Val, row: Val, col: Val, along_row: bool, area_err: np.n
 
 @excel("CHOOSE", "Lookup & Reference", min_args=2, args="VP")
 def choose(args: list[Val | None], ctx: Context) -> Val:
-    idx = _given(args, 0, ctx)
-    options = [_given(args, i, ctx) for i in range(1, len(args))]
+    idx = argument(args, 0, ctx)
+    options = [argument(args, i, ctx) for i in range(1, len(args))]
     k = _numbers(idx)
     n = _whole(k.num)
     bad = (n < 1) | (n > len(options))
@@ -486,7 +459,7 @@ def choose(args: list[Val | None], ctx: Context) -> Val:
 
 def _choose_entries(idx: Val, options: list[Val], ctx: Context) -> Val:
     """An index that differs from cell to cell (or an array of them): entry by entry."""
-    idx, *options = _fit([idx] + options)
+    idx, *options = fit([idx] + options)
     shape = _shape(idx, *options)
     k = _numbers(idx)
     n = np.broadcast_to(_whole(k.num), shape)
@@ -514,7 +487,7 @@ def _choose_entries(idx: Val, options: list[Val], ctx: Context) -> Val:
 def _extent(args: list[Val | None], ctx: Context, axis: int) -> Val:
     """ROWS and COLUMNS: the size of a range or array. A single value that is not a
     reference is #VALUE! (its own error if it is one), as LibreOffice has it."""
-    v = _given(args, 0, ctx)
+    v = argument(args, 0, ctx)
     size = Val(torch.full((1, 1, 1), float(v.num.shape[axis]), dtype=torch.float64, device=ctx.device), NUM)
     if v.is_ref or v.num.shape[1:] != (1, 1):
         return size

@@ -469,11 +469,8 @@ def product(args: list[Val | None], ctx: Context) -> Val:
     if total is None:
         total = torch.zeros((1, 1, 1), dtype=torch.float64, device=ctx.device)
     # No numbers at all: 0, not the empty product 1.
+    # (An overflow to inf becomes #NUM! where every formula's result is checked: interpret.)
     result = Val(torch.where(count == 0, torch.zeros_like(total), total), NUM)
-    if ctx.checked and bool(torch.isinf(result.num).any()):
-        objs = to_objects(result)
-        objs[np.isinf(result.num.detach().cpu().numpy())] = NUM_ERR
-        result = from_objects(objs, ctx.device)
     return with_errors(result, n.errors, ctx.device)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from .values import ERROR, NUM, Val, fit, from_objects, to_number, to_objects
+from .values import ERROR, NUM, Val, fit, from_objects, scalar, to_number, to_objects
 
 
 class Context(Protocol):
@@ -73,7 +73,8 @@ class Elementwise:
     # such entry sends the whole block down the exact scalar path.
     domain_error: Callable[..., torch.Tensor] | None = None
     result_kind: int = NUM
-    coerce: Callable[[object], object] = field(default=to_number)
+    # How each argument's entries are read: one coercion for all, or one per argument.
+    coerce: Callable[[object], object] | tuple[Callable[[object], object], ...] = field(default=to_number)
 
     def __call__(self, args: list[Val], ctx: Context) -> Val:
         args = fit(args)
@@ -85,20 +86,31 @@ class Elementwise:
         return self.slow(args, ctx)
 
     def slow(self, args: list[Val], ctx: Context) -> Val:
+        args = fit(args)
         shape = torch.broadcast_shapes(*(a.num.shape for a in args))
         objs = [np.broadcast_to(to_objects(a), shape) for a in args]
+        coerce = self.coerce if isinstance(self.coerce, tuple) else (self.coerce,) * len(args)
         out = np.empty(shape, dtype=object)
         for idx in np.ndindex(*shape):
             coerced = []
             err = None
-            for o in objs:
-                c = self.coerce(o[idx])
+            for o, how in zip(objs, coerce):
+                c = how(o[idx])
                 if isinstance(c, CellError):
                     err = c
                     break
                 coerced.append(c)
             out[idx] = err if err is not None else self.scalar_fn(*coerced)
         return from_objects(out, ctx.device)
+
+
+def argument(args: list[Val | None], i: int, ctx: Context, missing: object = None) -> Val:
+    """Argument i: `missing` where the call stops before it, an empty value where it is
+    written but left out (INDEX(A1:C3,,2): the row is 0; LEFT("abc",) takes 0 characters)."""
+    if i >= len(args):
+        return scalar(missing, ctx.device)
+    a = args[i]
+    return a if a is not None else scalar(None, ctx.device)
 
 
 def first_error(v: Val, axes: tuple[int, ...] = (1, 2)) -> np.ndarray | None:

@@ -11,16 +11,21 @@ from .registry import Context, excel, with_errors
 from .values import DIV0, EMPTY, NUM, NUM_ERR, TEXT, VALUE, Val, from_objects, to_objects
 
 
+def _mark(result: Val, where: torch.Tensor, code: CellError, ctx: Context) -> Val:
+    """The family cells where `where` holds become `code` (eval only: training skips the check)."""
+    if not ctx.checked or not bool(where.any()):
+        return result
+    objs = to_objects(result)
+    bad = np.broadcast_to(where.reshape(-1).cpu().numpy(), (objs.shape[0],))
+    objs[bad] = code
+    return from_objects(objs, ctx.device)
+
+
 @excel("AVERAGE", "Statistical", min_args=1, args="R")
 def average(args: list[Val | None], ctx: Context) -> Val:
     n = Numbers(args, ctx)
     total, count = n.sum(), n.count()
-    result = Val(total / count, NUM)
-    if ctx.checked and bool((count == 0).any()):
-        objs = to_objects(result)
-        objs[(count == 0).reshape(-1).cpu().numpy()] = DIV0
-        result = from_objects(objs, ctx.device)
-    return with_errors(result, n.errors, ctx.device)
+    return with_errors(_mark(Val(total / count, NUM), count == 0, DIV0, ctx), n.errors, ctx.device)
 
 
 @excel("MAX", "Statistical", min_args=1, args="R")
@@ -88,16 +93,6 @@ def _spread(args: list[Val | None], ctx: Context, sample: bool, root: bool) -> V
     result = Val(torch.sqrt(var) if root else var, NUM)
     # Fewer than two numbers for a sample (none for a population): #DIV/0!.
     return with_errors(_mark(result, denom <= 0, DIV0, ctx), n.errors, ctx.device)
-
-
-def _mark(result: Val, where: torch.Tensor, code: CellError, ctx: Context) -> Val:
-    """The family cells where `where` holds become `code` (eval only: training skips the check)."""
-    if not ctx.checked or not bool(where.any()):
-        return result
-    objs = to_objects(result)
-    bad = np.broadcast_to(where.reshape(-1).cpu().numpy(), (objs.shape[0],))
-    objs[bad] = code
-    return from_objects(objs, ctx.device)
 
 
 _SPREADS = {  # name: (sample, square root)

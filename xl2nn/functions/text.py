@@ -19,14 +19,12 @@ import re
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from ..cells import CellError
 from .number_format import format_number, format_text, parse_format
 from .numtext import parse_number
-from .registry import Context, excel
-from .values import (EMPTY, NUM, VALUE, Val, from_objects, scalar, to_bool, to_number,
-                     to_objects, to_text)
+from .registry import Context, Elementwise, argument, excel
+from .values import EMPTY, NUM, VALUE, Val, from_objects, to_bool, to_number, to_objects, to_text
 from .wildcard import wildcard
 
 MAX_TEXT = 32767           # Excel's cell limit: a longer text result is #VALUE!
@@ -89,31 +87,14 @@ def _raw(x: Any) -> Any:
 
 # -- running a scalar function over blocks ----------------------------------------------
 
-def _arg(args: list[Val | None], i: int, default: object, ctx: Context) -> Val:
-    """Argument i; `default` when the call stops before it, an empty value when it is
-    written but left out (LEFT("abc",) reads 0 characters)."""
-    if i >= len(args):
-        return scalar(default, ctx.device)
-    a = args[i]
-    return a if a is not None else scalar(None, ctx.device)
-
-
 def elementwise(fn: Callable[..., object], args: list[Val], coerce: list[Coerce], ctx: Context) -> Val:
-    """fn over every entry of the broadcast arguments; the first coercion error wins."""
-    shape = torch.broadcast_shapes(*(a.num.shape for a in args))
-    objs = [np.broadcast_to(to_objects(a), shape) for a in args]
-    out = np.empty(shape, dtype=object)
-    for idx in np.ndindex(*shape):
-        xs = []
-        for o, c in zip(objs, coerce):
-            x = c(o[idx])
-            if isinstance(x, CellError):
-                out[idx] = x
-                break
-            xs.append(x)
-        else:
-            out[idx] = _result(fn(*xs))
-    return from_objects(out, ctx.device)
+    """fn over every entry of the arguments, lined up as Excel lines arrays up; each argument
+    read with its coercion, the first coercion error wins."""
+    return Elementwise(_no_tensor_form, lambda *xs: _result(fn(*xs)), coerce=tuple(coerce)).slow(args, ctx)
+
+
+def _no_tensor_form(*_: object) -> None:
+    return None      # text has none: Elementwise.slow is the only path
 
 
 def _register(name: str, fn: Callable[..., object], coerce: list[Coerce], defaults: tuple = ()) -> None:
@@ -123,7 +104,7 @@ def _register(name: str, fn: Callable[..., object], coerce: list[Coerce], defaul
     fill = (None,) * (n - len(defaults)) + defaults
 
     def impl(args: list[Val | None], ctx: Context) -> Val:
-        vals = [_arg(args, i, fill[i], ctx) for i in range(n)]
+        vals = [argument(args, i, ctx, fill[i]) for i in range(n)]
         return elementwise(fn, vals, coerce, ctx)
     excel(name, "Text", min_args=n - len(defaults), max_args=n, differentiable=False)(impl)
 
@@ -243,13 +224,13 @@ _register("T", _t, [_raw])
 
 @excel("SUBSTITUTE", "Text", min_args=3, max_args=4, differentiable=False)
 def substitute(args: list[Val | None], ctx: Context) -> Val:
-    vals = [_arg(args, i, None, ctx) for i in range(len(args))]
+    vals = [argument(args, i, ctx) for i in range(len(args))]
     return elementwise(_substitute, vals, [_text, _text, _text, _int][:len(vals)], ctx)
 
 
 @excel("CONCATENATE", "Text", min_args=1, differentiable=False)
 def concatenate(args: list[Val | None], ctx: Context) -> Val:
-    vals = [_arg(args, i, None, ctx) for i in range(len(args))]
+    vals = [argument(args, i, ctx) for i in range(len(args))]
     return elementwise(lambda *parts: "".join(parts), vals, [_text] * len(vals), ctx)
 
 
@@ -305,13 +286,13 @@ def _textjoin_one(blocks: list[np.ndarray]) -> object:
 
 @excel("TEXTJOIN", "Text", min_args=3, differentiable=False, args="RVR")
 def textjoin(args: list[Val | None], ctx: Context) -> Val:
-    vals = [_arg(args, i, None, ctx) for i in range(len(args))]
+    vals = [argument(args, i, ctx) for i in range(len(args))]
     return _joined_per_cell(vals, ctx, _textjoin_one)
 
 
 @excel("CONCAT", "Text", min_args=1, differentiable=False, args="R")
 def concat(args: list[Val | None], ctx: Context) -> Val:
-    vals = [_arg(args, i, None, ctx) for i in range(len(args))]
+    vals = [argument(args, i, ctx) for i in range(len(args))]
 
     def one(blocks: list[np.ndarray]) -> object:
         parts: list[str] = []
@@ -339,7 +320,7 @@ def _value(x: Any) -> object:
 
 @excel("VALUE", "Text", min_args=1, max_args=1)
 def value(args: list[Val | None], ctx: Context) -> Val:
-    v = _arg(args, 0, None, ctx)
+    v = argument(args, 0, ctx)
     k = v.uniform()
     if k in (NUM, EMPTY):
         return Val(v.num, NUM)      # numbers pass straight through, gradient and all
@@ -362,7 +343,7 @@ def _text_fn(x: Any, fmt_text: str) -> object:
 
 @excel("TEXT", "Text", min_args=2, max_args=2, differentiable=False)
 def text(args: list[Val | None], ctx: Context) -> Val:
-    vals = [_arg(args, i, None, ctx) for i in range(2)]
+    vals = [argument(args, i, ctx) for i in range(2)]
     return elementwise(_text_fn, vals, [_raw_value, _text], ctx)
 
 
