@@ -18,6 +18,20 @@ def reference() -> Path:
     return REFERENCE
 
 
+def agrees(want: object, got: object, *, same_code: bool = False) -> bool:
+    """xl2nn's value of a cell against LibreOffice's: numbers to rel 1e-9 (abs 1e-12); errors
+    as errors, the same code with same_code (LibreOffice writes some of Excel's codes as
+    #VALUE!); anything else equal and of the same type."""
+    import math
+
+    from xl2nn.cells import CellError
+    if isinstance(want, float):
+        return isinstance(got, float) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(want, CellError):
+        return isinstance(got, CellError) and (not same_code or got.code == want.code)
+    return type(got) is type(want) and got == want
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

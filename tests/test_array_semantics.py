@@ -15,7 +15,7 @@ from xl2nn.compiler.grid import recalculate
 from xl2nn.libreoffice import find_soffice, recalculate_many
 from xl2nn.reader import read_workbook
 
-from .conftest import run_cli
+from .conftest import agrees, run_cli
 
 pytestmark = pytest.mark.skipif(find_soffice() is None, reason="LibreOffice (soffice) is not installed")
 
@@ -123,13 +123,7 @@ def _agree(path: Path) -> int:
     for sheet in wb.sheets.values():
         for pos in sheet.formulas:
             want, got = sheet.values.get(pos), recalc.grids.value(sheet.name, *pos)
-            if isinstance(want, float):
-                assert isinstance(got, float) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), \
-                    (sheet.name, pos, want, got)
-            elif isinstance(want, CellError):
-                assert isinstance(got, CellError), (sheet.name, pos, want, got)
-            else:
-                assert got == want, (sheet.name, pos, want, got)
+            assert agrees(want, got), (sheet.name, pos, want, got)
             n += 1
     return n
 

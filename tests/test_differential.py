@@ -115,7 +115,7 @@ def expr(rng: random.Random, depth: int = 3) -> str:
     if kind == "cond":
         # Numeric criteria only: LibreOffice also lets wildcards match a number's digits.
         crit = rng.choice(['">0"', '"<5"', '"=1"', '"<>2"', '">=-0.25"', _ref(rng), f'">"&{_ref(rng)}'])
-        rng_a, rng_b = _range(rng), _range(rng)
+        rng_a = _range(rng)
         fn = rng.choice(["SUMIF", "COUNTIF", "AVERAGEIF", "SUMIFS", "COUNTIFS", "_xlfn.MAXIFS"])
         if fn == "COUNTIF":
             return f"COUNTIF({rng_a},{crit})"

@@ -133,7 +133,7 @@ def test_at_operator_intersects_inside_an_array_formula(tmp_path):
     ws.title = "s"
     for r in range(1, 4):
         ws[f"A{r}"] = r * 10
-        ws[f"B{r}"] = ArrayFormula(f"B{r}", f"=SUM(@A1:A3+A1:A3)")   # @ takes row r's A; the rest stays whole
+        ws[f"B{r}"] = ArrayFormula(f"B{r}", "=SUM(@A1:A3+A1:A3)")   # @ takes row r's A; the rest stays whole
     src = tmp_path / "at.xlsx"
     wb.save(src)
     wbx, graph = load(src)

@@ -1,7 +1,6 @@
 """Lookup & Reference functions against LibreOffice, and gradients through lookups into weights."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from xl2nn.compiler.program import Program
 from xl2nn.libreoffice import find_soffice, recalculate as lo_recalculate
 from xl2nn.reader import read_workbook
 
-from .conftest import solver_workbook
+from .conftest import agrees, solver_workbook
 
 needs_lo = pytest.mark.skipif(find_soffice() is None, reason="LibreOffice (soffice) is not installed")
 
@@ -206,10 +205,6 @@ def judged(tmp_path_factory) -> Path:
     return out
 
 
-def _same(want: object, got: object) -> bool:
-    if isinstance(want, float):
-        return isinstance(got, float) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
-    return got == want
 
 
 @needs_lo
@@ -227,7 +222,7 @@ def test_every_lookup_agrees_with_libreoffice(judged):
             # LibreOffice has an error of its own there; Excel's code is the one we give.
             if not (isinstance(want, CellError) and got == CellError(excel[pos])):
                 wrong.append((pos, want, got))
-        elif not _same(want, got):
+        elif not agrees(want, got, same_code=True):
             wrong.append((pos, want, got))
     assert not wrong, wrong
     formulas = len(FAMILIES) * ROWS + len(SINGLES) + len(ARRAY_SUMS)

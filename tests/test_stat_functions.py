@@ -21,7 +21,7 @@ from xl2nn.functions.values import Val, from_objects
 from xl2nn.libreoffice import find_soffice, recalculate as lo_recalculate
 from xl2nn.reader import read_workbook
 
-from .conftest import solver_workbook
+from .conftest import agrees, solver_workbook
 
 no_soffice = pytest.mark.skipif(find_soffice() is None, reason="LibreOffice (soffice) is not installed")
 
@@ -167,13 +167,6 @@ def judged(tmp_path_factory):
     return out
 
 
-def _same(want: object, got: object) -> bool:
-    if isinstance(want, float):
-        return isinstance(got, float) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(want, CellError):
-        # LibreOffice writes some of Excel's codes as #VALUE! (CEILING(2.5,-1) is #NUM! in Excel).
-        return isinstance(got, CellError)
-    return got == want
 
 
 @no_soffice
@@ -192,7 +185,7 @@ def test_every_cell_agrees_with_libreoffice(judged):
     for pos in cells:
         want, got = sheet.values.get(pos), recalc.grids.value("f", *pos)
         assert want is not None, pos         # LibreOffice computed it
-        if not _same(want, got):
+        if not agrees(want, got):
             bad.append((pos, want, got))
     assert not bad, bad
 

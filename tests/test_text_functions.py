@@ -2,7 +2,6 @@
 where LibreOffice and Excel part ways (Excel wins there; each case says why)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ from xl2nn.functions.numtext import parse_number, serial
 from xl2nn.functions.text import MAX_TEXT
 from xl2nn.functions.values import NUM, TEXT, Val, scalar, to_objects
 from xl2nn.libreoffice import find_soffice
+
+from .conftest import agrees
 
 # -- the workbook the judge recalculates ---------------------------------------------------
 
@@ -143,12 +144,6 @@ def judged(tmp_path_factory) -> Path:
     return out
 
 
-def _same(want: object, got: object) -> bool:
-    if isinstance(want, float):
-        return isinstance(got, float) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(want, CellError):
-        return isinstance(got, CellError) and got.code == want.code
-    return type(got) is type(want) and got == want
 
 
 def test_every_cell_agrees_with_libreoffice(judged: Path) -> None:
@@ -166,7 +161,7 @@ def test_every_cell_agrees_with_libreoffice(judged: Path) -> None:
     bad = []
     for pos in sorted(sheet.formulas):
         want, got = sheet.values.get(pos), recalc.grids.value("t", *pos)
-        if not _same(want, got):
+        if not agrees(want, got, same_code=True):
             bad.append((pos, sheet.formulas[pos].text, want, got))
     assert not bad, "\n".join(map(repr, bad))
 
