@@ -241,3 +241,12 @@ def test_build_reproduces_the_committed_workbooks(tmp_path):
 def _rc(cell: str) -> tuple[int, int]:
     from xl2nn.cells import parse_a1
     return parse_a1(cell.split("!")[-1])
+
+
+def test_inspect_counts_the_ops_a_forward_runs():
+    """The interpreted forward of titanic's nnet is the hand-written network's 17 torch ops
+    (README's tour): no check that only eval needs may cost an op in training's forward."""
+    rc, out, err = main("inspect", str(path("titanic")), "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["families"] == 7 and report["tensor_ops"] == 17

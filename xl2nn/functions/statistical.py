@@ -1,6 +1,8 @@
 """Statistical functions."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -11,9 +13,13 @@ from .registry import Context, excel, with_errors
 from .values import DIV0, EMPTY, NUM, NUM_ERR, TEXT, VALUE, Val, from_objects, to_objects
 
 
-def _mark(result: Val, where: torch.Tensor, code: CellError, ctx: Context) -> Val:
-    """The family cells where `where` holds become `code` (eval only: training skips the check)."""
-    if not ctx.checked or not bool(where.any()):
+def _mark(result: Val, where: Callable[[], torch.Tensor], code: CellError, ctx: Context) -> Val:
+    """The family cells where `where()` holds become `code`. Eval only: training neither
+    checks nor computes the mask (an op in every forward otherwise)."""
+    if not ctx.checked:
+        return result
+    where = where()
+    if not bool(where.any()):
         return result
     objs = to_objects(result)
     bad = np.broadcast_to(where.reshape(-1).cpu().numpy(), (objs.shape[0],))
@@ -25,7 +31,7 @@ def _mark(result: Val, where: torch.Tensor, code: CellError, ctx: Context) -> Va
 def average(args: list[Val | None], ctx: Context) -> Val:
     n = Numbers(args, ctx)
     total, count = n.sum(), n.count()
-    return with_errors(_mark(Val(total / count, NUM), count == 0, DIV0, ctx), n.errors, ctx.device)
+    return with_errors(_mark(Val(total / count, NUM), lambda: count == 0, DIV0, ctx), n.errors, ctx.device)
 
 
 @excel("MAX", "Statistical", min_args=1, args="R")
@@ -92,7 +98,7 @@ def _spread(args: list[Val | None], ctx: Context, sample: bool, root: bool) -> V
     var = _squares_about(n, mean) / denom.clamp_min(1.0)
     result = Val(torch.sqrt(var) if root else var, NUM)
     # Fewer than two numbers for a sample (none for a population): #DIV/0!.
-    return with_errors(_mark(result, denom <= 0, DIV0, ctx), n.errors, ctx.device)
+    return with_errors(_mark(result, lambda: denom <= 0, DIV0, ctx), n.errors, ctx.device)
 
 
 _SPREADS = {  # name: (sample, square root)
@@ -127,7 +133,7 @@ def median(args: list[Val | None], ctx: Context) -> Val:
     lo, hi = ((k - 1).clamp_min(0) // 2).unsqueeze(1), (k // 2).unsqueeze(1)
     mid = (ordered.gather(1, lo) + ordered.gather(1, hi)) / 2
     result = Val(mid.reshape(f, 1, 1), NUM)
-    return with_errors(_mark(result, count == 0, NUM_ERR, ctx), n.errors, ctx.device)
+    return with_errors(_mark(result, lambda: count == 0, NUM_ERR, ctx), n.errors, ctx.device)
 
 
 # -- conditional counts, averages and extremes (criteria.py) -------------------------------------
