@@ -42,9 +42,11 @@ class Numbers:
             # Typed-in numbers and booleans count as numbers. An empty cell can only arrive
             # here through IF/IFERROR/CHOOSE, which in Excel return the reference itself:
             # skipped, as in a range (MIN(IF(c,A1,9),5) with A1 blank is 5, not 0).
-            skip = (a.kinds() == ERROR) | ((a.kinds() == EMPTY) & (not a.blank_is_value))
-            mask = None if kind is not None and kind not in (ERROR, EMPTY) or not skip.any() else \
-                torch.as_tensor(~skip, device=a.num.device)
+            mask = None
+            if kind is None or kind in (ERROR, EMPTY):      # mixed kinds: look entry by entry
+                kinds = a.kinds()
+                skip = (kinds == ERROR) | ((kinds == EMPTY) & (not a.blank_is_value))
+                mask = torch.as_tensor(~skip, device=a.num.device) if skip.any() else None
             self.parts.append((a.num, mask))
             return
         if kind == NUM:
