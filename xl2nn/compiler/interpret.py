@@ -16,6 +16,7 @@ from ..formula.ast import ArrayLit, Binary, Boolean, Call, ErrorLit, Missing, No
 from ..functions import FUNCTIONS, binary, unary
 from ..functions.values import NUM, Val, from_objects, scalar, to_objects
 from ..cells import CellError
+from .hostread import HostRead
 
 
 @dataclass
@@ -49,7 +50,11 @@ def evaluate(node: Node, ctx: EvalContext) -> Val:
         args = [None if isinstance(a, Missing) else evaluate(a, ctx) for a in node.args]
         if not fn.min_args <= len(args) <= fn.max_args:
             return _literal(ErrorLit("#VALUE!"), ctx)
-        return _finite(fn.impl(args, ctx), ctx)
+        try:
+            return _finite(fn.impl(args, ctx), ctx)
+        except HostRead as exc:         # name the innermost function that left torch
+            exc.function = exc.function or node.name
+            raise
     return _literal(node, ctx)
 
 

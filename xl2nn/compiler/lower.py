@@ -29,6 +29,7 @@ from ..ir.families import Family
 from ..ir.graph import Graph, reads_any
 from ..reader.workbook import Workbook
 from .grid import Grids, error_source, recalculate, ref_index, unsupported
+from .hostread import HostRead
 from .interpret import EvalContext, evaluate
 from .model import ModelSpec
 
@@ -201,7 +202,11 @@ class CompiledModel(nn.Module):
             ctx = EvalContext(resolve=lambda ref, s=step: s.plans[ref].read(outs), device=self.device_,
                               checked=False, literals=self._literals)
             with self._origin(step.family):
-                v = evaluate(step.family.ast, ctx)
+                try:
+                    v = evaluate(step.family.ast, ctx)
+                except HostRead as exc:     # tracing: say which cells could not be traced
+                    exc.family = step.family
+                    raise
                 outs[step.family.id] = _flat_output(step.family, v)
         self.outputs = outs
         fid, local = self._objective

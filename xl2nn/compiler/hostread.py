@@ -1,0 +1,78 @@
+"""While the model is traced, no parameter-dependent number may leave torch.
+
+make_fx records torch ops. A value read back into Python or NumPy (`.numpy()`, `.tolist()`,
+`.item()`, `bool(t)`) is not an op: the trace would keep the number it had at the weights
+traced, a constant, and train another function. `HostReadGuard` turns every such read of a
+tensor that depends on a traced input into `HostRead`, so a family either traces to ops that
+recompute it for any weights or is not traced at all. Reads of constants stay allowed: the
+function library inspects constant ranges (lookup tables, criteria) on the host all the time.
+"""
+from __future__ import annotations
+
+import torch
+from torch import fx
+from torch.fx.experimental.proxy_tensor import get_proxy_mode, get_proxy_slot
+from torch.overrides import TorchFunctionMode
+
+_READS = {torch.Tensor.numpy, torch.Tensor.tolist, torch.Tensor.__array__, torch.Tensor.item,
+          torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__,
+          torch.equal, torch.allclose}
+
+
+class HostRead(RuntimeError):
+    """A parameter-dependent tensor was read on the host while tracing."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.function: str | None = None     # the innermost Excel function, set by the interpreter
+        self.family: object = None           # the family being computed, set by the model
+
+    def reason(self) -> str:
+        where = f"{self.family.area} (={self.family.formula.lstrip('=')})" if self.family is not None else "a cell"
+        what = f"{self.function} has" if self.function else "an operator has"
+        return f"{where}: {what} no torch form for parameter-dependent values here"
+
+
+class HostReadGuard(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _READS:
+            mode = get_proxy_mode()
+            if mode is not None and any(_depends_on_input(a, mode.tracer) for a in args
+                                        if isinstance(a, torch.Tensor)):
+                raise HostRead(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def _depends_on_input(t: torch.Tensor, tracer: object) -> bool:
+    slot = get_proxy_slot(t, tracer, None)
+    if slot is None:
+        return False
+    return reads_input(slot.proxy.node)
+
+
+def reads_input(node: fx.Node) -> bool:
+    """Whether `node`'s value depends on a placeholder, counting in-place writes into it or
+    into any view of it (z = zeros(); z[0] = w; z.numpy() reads w)."""
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "placeholder":
+            return True
+        stack.extend(n.all_input_nodes)
+        for user in n.users:          # only ops recorded so far: writes before this read
+            if _writes_or_views(user):
+                stack.append(user)
+    return False
+
+
+def _writes_or_views(node: fx.Node) -> bool:
+    target = node.target
+    schema = getattr(target, "_schema", None)
+    if schema is None:
+        return False
+    return bool(schema.is_mutable) or bool(getattr(target, "is_view", False))
