@@ -220,7 +220,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .compiler.model import find_model
     from .errors import BadInput
     from .handgrad import check_hand_gradients, parse_ranges, report_lines
-    from .verify import GRAD_RTOL, VALUE_RTOL, as_dict, check_gradients, check_values
+    from .verify import GRAD_RTOL, VALUE_RTOL, as_dict, check_gradients, check_trace, check_values
     wb, graph = load(args.file)
     hand_flags = (args.grad, args.of, args.wrt)
     spec = hand = None
@@ -240,19 +240,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rows, cols = fam.out_cells()
         skipped_cells.update((fam.sheet, int(r), int(c)) for r, c in zip(rows, cols))
     sheets = check_values(wb, recalc, skipped_cells)
-    grads = None
+    grads = trace = None
     if spec is None:
         hand = check_hand_gradients(wb, recalc.grids, *areas)
     elif not args.values_only:
-        grads = check_gradients(compile_model(wb, graph, spec))     # the workbook is read and parsed once
-    ok = all(s.ok for s in sheets) and (grads is None or grads.ok) and (hand is None or hand.ok)
+        model = compile_model(wb, graph, spec)      # the workbook is read and parsed once
+        grads = check_gradients(model)
+        trace = check_trace(model)
+    ok = all(s.ok for s in sheets) and (grads is None or grads.ok) and (hand is None or hand.ok) \
+        and (trace is None or trace.ok)
     if args.json:
         print(json.dumps({
             "ok": ok, "objective": spec.objective_name if spec else None, "model_note": spec.note if spec else "",
             "values": [as_dict(s) for s in sheets], "value_rtol": VALUE_RTOL,
             "gradients": None if grads is None else {
                 "ok": grads.ok, "objective_value": grads.objective, "rtol": GRAD_RTOL,
+                "points": grads.points, "skipped_points": grads.skipped_points,
                 "checks": [dict(vars(g), ok=g.ok) for g in grads.checks]},
+            "trace": None if trace is None else dict(vars(trace), ok=trace.ok),
             "hand_gradients": hand.as_dict() if hand else None,
         }, indent=2))
         return EXIT_OK if ok else EXIT_FAILED
@@ -273,13 +278,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
         status = "ok  " if grads.ok else "FAIL"
         print(f"gradients of {spec.objective_name} (autograd vs central differences, "
               f"fail above rel {GRAD_RTOL:g})")
-        print(f"  {status} {len(grads.checks)} parameters  max rel {worst.rel if worst else 0:.3g}"
+        n_params = sum(a.size for a in model.param_areas.values())
+        at = f"{grads.points} weight point{'s' if grads.points != 1 else ''}" + (
+            f" ({grads.skipped_points} more gave an error value)" if grads.skipped_points else "")
+        print(f"  {status} {n_params} parameters at {at}  max rel {worst.rel if worst else 0:.3g}"
               + (f"  worst {worst.cell} ({worst.label}): autograd {worst.autograd:.10g}, "
                  f"finite difference {worst.finite_difference:.10g} (float64 noise of the "
                  f"difference: {worst.noise:.2g})" if worst else ""))
         for g in grads.checks:
             if not g.ok:
-                print(f"       {g.cell} ({g.label}): autograd {g.autograd:.10g} vs {g.finite_difference:.10g}")
+                print(f"       {g.cell} ({g.label}) at point {g.point}: autograd {g.autograd:.10g} vs "
+                      f"{g.finite_difference:.10g}")
+    if trace is not None:
+        if trace.traced:
+            print(f"traced program vs interpreter\n  {'ok  ' if trace.ok else 'FAIL'} {trace.points} weight points"
+                  f"  max rel {trace.max_rel:.3g}")
+        else:
+            print(f"traced program: none, train runs the interpreter (exact, slower): {trace.reason}")
     if hand is not None:
         print("\n".join(report_lines(hand)))
     print("verify: " + ("passed" if ok else "FAILED"))
@@ -349,6 +364,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not isinstance(cell, float) or abs(cell - result.final_loss) > 1e-9 * max(abs(result.final_loss), 1e-300):
         warnings.append(f"the recalculated objective {spec.objective_name} = {cell!r} differs from the "
                         f"trained model's {result.final_loss!r}")
+    if result.hint(args.lr):
+        warnings.append(result.hint(args.lr))
     if shown < n_params:
         warnings.append(f"the trace sheet shows the first {shown} of {n_params} parameter cells "
                         "(Excel's column limit)")
@@ -364,6 +381,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "parameters": n_params, "trace_sheet": sheet.name, "trace_rows": len(sheet.rows),
         "cells_written": written.cells_written, "stale": written.stale,
         "stale_inputs": written.stale_inputs, "warnings": warnings,
+        "got_worse": result.worse, "relu_units": result.relu_units,
+        "inactive_relu_units": result.inactive or [], "interpreted": result.interpreted,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -381,6 +400,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"loss      {result.start_loss:.10g} → {result.final_loss:.10g}")
     print(f"time      {result.seconds:.2f} s training ({rate:,.0f} steps/s), "
           f"{summary['total_seconds']:.2f} s in all")
+    if result.interpreted:
+        print(f"          interpreted, not traced (exact, slower): {result.interpreted}")
     n_rows = len(sheet.rows)
     every = "every step" if result.log_every == 1 else f"every {result.log_every} steps"
     print(f"wrote     {out}  ({written.cells_written:,} cells; trace sheet {sheet.name!r}: "

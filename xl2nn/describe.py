@@ -38,7 +38,7 @@ def layer_name(fam: Family, model: CompiledModel) -> str:
             sa, sb = _shape(plans[a]), _shape(plans[b])
             return f"matmul {sa[1]}×{sa[2]} · {sb[1]}×{sb[2]}"
         return "matmul"
-    if _is_relu(node):
+    if is_relu(node):
         inner = next((a for a in node.args if a != Number(0.0)), None) if isinstance(node, Call) \
             and node.name == "MAX" else None
         conv = _window(inner, fam) if inner is not None else None
@@ -93,7 +93,7 @@ def _shape(plan) -> tuple[int, ...]:
     return tuple(plan.index.shape)
 
 
-def _is_relu(node: Node) -> bool:
+def is_relu(node: Node) -> bool:
     # IF(x<0,0,x), IF(x>0,x,0), MAX(0,x), MAX(x,0)
     if isinstance(node, Call) and node.name == "IF" and len(node.args) == 3:
         c, a, b = node.args

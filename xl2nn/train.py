@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .cells import MAX_COL, cell_name
+from .cells import MAX_COL, Area, CellError, cell_name
 from .compiler.lower import CompiledModel
 from .compiler.model import ModelSpec
 from .compiler.program import Program
@@ -77,6 +77,20 @@ class TrainResult:
     seconds: float
     weights: dict[str, np.ndarray]    # final, float64, shaped like the ranges
     trace: Trace
+    worse: bool = False               # the objective ended further from its goal than it started
+    inactive: list[str] | None = None  # ReLU units that output 0 on every row at the end
+    relu_units: int = 0               # how many ReLU units there are in all
+    interpreted: str = ""             # why the interpreter ran instead of the traced program
+
+    def hint(self, lr: float) -> str:
+        """What to say when training made things worse, '' when it did not."""
+        if not self.worse:
+            return ""
+        dead = (f"; {len(self.inactive)} of {self.relu_units} ReLU units are inactive on every row "
+                f"({', '.join(self.inactive[:6])}{', ...' if len(self.inactive) > 6 else ''}), "
+                "so no gradient reaches their weights" if self.inactive else "")
+        return (f"the objective got worse: {self.start_loss:.10g} at the start, {self.final_loss:.10g} "
+                f"at the end{dead}; try a smaller --lr (e.g. {lr / 10:g})")
 
     @property
     def epochs(self) -> float:
@@ -130,7 +144,9 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
     if device.type == "cpu" and _largest_tensor(program) < SMALL_TENSOR:
         torch.set_num_threads(1)
     try:
-        return _run(model, program, params, opts, gen, batch, per_epoch, total, log_every, progress)
+        result = _run(model, program, params, opts, gen, batch, per_epoch, total, log_every, progress)
+        result.interpreted = program.fallback
+        return result
     finally:
         torch.set_num_threads(threads)
         if dtype != torch.float64:
@@ -165,6 +181,8 @@ def _run(model: CompiledModel, program: Program, params: list[torch.nn.Parameter
     for k in range(total):
         opt.zero_grad(set_to_none=True)
         y = program.batch(next(batches)) if batches is not None else program()
+        if not y.requires_grad:     # an error value or a branch that left the parameters behind
+            raise _no_gradient(model, k, float(y.detach()), opts)
         loss_of(y).backward()
         objective[k] = y.detach()
         j = k // log_every if k % log_every == 0 else None
@@ -187,6 +205,8 @@ def _run(model: CompiledModel, program: Program, params: list[torch.nn.Parameter
     program.to(f64)
     opt.zero_grad(set_to_none=True)
     y = model()
+    if not y.requires_grad:
+        raise _no_gradient(model, total, float(y.detach()), opts)
     loss_of(y).backward()
     t_loss[n_log], t_w[n_log] = y.detach(), _flat(params)
     t_g[n_log] = _flat([p.grad for p in params])
@@ -198,7 +218,32 @@ def _run(model: CompiledModel, program: Program, params: list[torch.nn.Parameter
     steps = np.array(list(range(0, total, log_every)) + [total], dtype=np.float64)
     trace = Trace(steps, t_loss.cpu().numpy(), t_w.cpu().numpy(), t_g.cpu().numpy(), t_u.cpu().numpy())
     weights = {name: p.detach().to(f64).cpu().numpy().copy() for name, p in model.weights.items()}
-    return TrainResult(total, per_epoch, batch, log_every, float(trace.loss[0]), final, seconds, weights, trace)
+    start = float(trace.loss[0])
+    with torch.no_grad():
+        worse = bool(loss_of(torch.tensor(final)) > loss_of(torch.tensor(start)))
+    units, inactive = _relu_units(model)
+    return TrainResult(total, per_epoch, batch, log_every, start, final, seconds, weights, trace,
+                       worse, inactive, units)
+
+
+def _relu_units(model: CompiledModel) -> tuple[int, list[str]]:
+    """ReLU units (IF(x<0,0,x), MAX(0,x), ...: one per column of a family over rows) and those
+    whose output is 0 on every row at the model's last forward: dead, no gradient reaches them."""
+    from .describe import is_relu
+    units, dead = 0, []
+    for fam in model.op_families:
+        out = model.outputs.get(fam.id)
+        if out is None or not is_relu(fam.ast):
+            continue
+        rows, cols = fam.out_cells()
+        zero = (out.detach() == 0).cpu().numpy()
+        for c in np.unique(cols):
+            units += 1
+            here = cols == c
+            if zero[here].all():
+                r = rows[here]
+                dead.append(str(Area(fam.sheet, int(r.min()), int(c), int(r.max()), int(c))))
+    return units, dead
 
 
 def _check_options(opts: TrainOptions) -> None:
@@ -269,6 +314,25 @@ def _check_finite(values: torch.Tensor, start: int, stop: int, opts: TrainOption
     if bool(bad.any()):          # one sync per chunk of steps
         k = start + int(bad.nonzero()[0, 0])
         raise _diverged(k, float(values[k]), opts)
+
+
+def _no_gradient(model: CompiledModel, step: int, value: float, opts: TrainOptions) -> BadInput:
+    """No gradient reaches the parameters: say what the sheet itself gives at these weights."""
+    from .compiler.grid import error_source, recalculate
+    from .writeback import parameter_cells
+    weights = {n: p.detach().cpu().numpy() for n, p in model.weights.items()}
+    grids = recalculate(model.workbook, model.graph, only=model.needed,
+                        overrides=parameter_cells(model.param_areas, weights)).grids
+    sheet, row, col = model.spec.objective
+    cell = grids.value(sheet, row, col)
+    where = "at the workbook's weights" if step == 0 else f"at step {step} ({opts.optimizer}, --lr {opts.lr:g})"
+    if isinstance(cell, CellError):
+        what = f"is {cell} {where}; it comes from {error_source(model.graph, grids, sheet, row, col)}"
+    else:
+        what = (f"= {cell!r} {where} does not depend on the parameters there (e.g. IFs that select no "
+                "parameter-dependent branch)")
+    return BadInput(f"no gradient: the objective {model.spec.objective_name} {what}; nothing was written"
+                    + ("; try a smaller --lr" if step else ""))
 
 
 def _diverged(step: int, value: float, opts: TrainOptions) -> BadInput:

@@ -2,7 +2,9 @@
 finite differences."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -90,6 +92,7 @@ class GradCheck:
     finite_difference: float
     rel: float
     noise: float       # what float64 rounding alone can put into the finite difference
+    point: int = 0     # which weight point: 0 the workbook's weights, then perturbations of them
 
     @property
     def ok(self) -> bool:
@@ -101,6 +104,8 @@ class GradCheck:
 class GradReport:
     objective: float
     checks: list[GradCheck] = field(default_factory=list)
+    points: int = 0            # weight points checked (the workbook's and perturbed ones)
+    skipped_points: int = 0    # perturbed points where the objective is an error: nothing to check
 
     @property
     def ok(self) -> bool:
@@ -111,14 +116,53 @@ class GradReport:
         return max(self.checks, key=lambda c: c.rel, default=None)
 
 
-def check_gradients(model: CompiledModel) -> GradReport:
-    """Autograd of the objective vs central differences of the same function, float64."""
-    model.zero_grad()
-    y = model()
-    y.backward()
-    report = GradReport(objective=float(y.detach()))
+GRAD_POINTS = 3        # the workbook's weights and two perturbations of them
+PERTURB = 0.1          # each weight moves by up to ±PERTURB/2 × max(|w|, 1)
+
+
+def weight_points(model: CompiledModel, points: int, seed: int = 0) -> Iterator[int]:
+    """Set the model's weights to each point in turn (0: the workbook's own), yielding its
+    index; the weights are restored afterwards."""
+    gen = torch.Generator().manual_seed(seed)
+    params = list(model.weights.values())
+    saved = [p.detach().clone() for p in params]
+    try:
+        for k in range(points):
+            scale = PERTURB if k else 0.0
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    noise = torch.rand(s.shape, generator=gen, dtype=torch.float64).to(s.device) - 0.5
+                    p.copy_(s + scale * noise * s.abs().clamp_min(1.0))
+            yield k
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+
+
+def check_gradients(model: CompiledModel, points: int = GRAD_POINTS) -> GradReport:
+    """Autograd of the objective vs central differences of the same function, float64, at the
+    workbook's weights and at `points - 1` perturbations of them."""
+    report = GradReport(objective=math.nan)
+    for k in weight_points(model, points):
+        model.zero_grad()
+        y = model()
+        if k == 0:
+            report.objective = float(y.detach())
+        elif not (y.requires_grad and math.isfinite(float(y.detach()))):
+            report.skipped_points += 1      # an error value there (a lookup out of its table, ...)
+            continue
+        report.points += 1
+        y.backward()
+        report.checks += _point_checks(model, k)
+    model()
+    return report
+
+
+def _point_checks(model: CompiledModel, point: int) -> list[GradCheck]:
     grads = {k: p.grad.detach().clone().reshape(-1) for k, p in model.weights.items()}
     eps = torch.finfo(torch.float64).eps
+    out = []
     with torch.no_grad():
         for name, p in model.weights.items():
             flat = p.data.view(-1)
@@ -140,10 +184,35 @@ def check_gradients(model: CompiledModel) -> GradReport:
                 noise = 16 * eps * max(abs(up), abs(down)) / h
                 r, c = cells[i]
                 rel = abs(a - fd) / max(abs(a), abs(fd), 1e-300)
-                report.checks.append(GradCheck(name, cell_name(area.sheet, r, c), model.param_labels[name][i],
-                                               a, fd, rel, noise))
-    model()
-    return report
+                out.append(GradCheck(name, cell_name(area.sheet, r, c), model.param_labels[name][i],
+                                     a, fd, rel, noise, point))
+    return out
+
+
+@dataclass
+class TraceCheck:
+    """The traced program (what train runs and export writes) against the interpreter."""
+
+    traced: bool
+    reason: str = ""           # why not traced: the model runs in the interpreter
+    points: int = 0
+    max_rel: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.traced or self.max_rel <= TRACE_RTOL
+
+
+TRACE_RTOL = 1e-12
+TRACE_POINTS = 4
+
+
+def check_trace(model: CompiledModel, points: int = TRACE_POINTS) -> TraceCheck:
+    from .compiler.program import Program
+    program = Program(model)
+    if program.full is None:
+        return TraceCheck(False, program.fallback)
+    return TraceCheck(True, "", points, program.check(points=points))
 
 
 def as_dict(obj) -> dict:

@@ -345,8 +345,10 @@ def _number(v: object, sheet: str, r: int, c: int, path: str) -> float:
     return float(v)
 
 
-def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.device | None = None
-                  ) -> CompiledModel:
+def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.device | None = None,
+                  must_reach: bool = True) -> CompiledModel:
+    """The model of `spec`. With must_reach, a model whose parameters do not reach its objective
+    (nothing to train, no gradient) is refused, saying why."""
     device = device or torch.device("cpu")
     for area in spec.params:
         for r, c in area.cells():
@@ -366,6 +368,13 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
         if fid in needed and (fid in reads_param or graph.families[fid].deps & dynamic):
             dynamic.add(fid)
     snapshots = _check_supported(wb, graph, needed, dynamic)
+    if must_reach and root.id not in dynamic:
+        params = ", ".join(str(a) for a in spec.params)
+        why = f"no formula that {cell_name(sheet, row, col)} depends on reads {params}"
+        if snapshots:
+            why += (f"; it reads {'; '.join(snapshots)}, whose targets xl2nn takes from the cached values "
+                    "(a snapshot), so parameters reached only through them are not seen")
+        raise BadInput(f"{wb.path}: the parameters do not reach the objective {cell_name(sheet, row, col)}: {why}")
     grids = recalculate(wb, graph, only=needed).grids
     order = [f for f in graph.order if f in dynamic]
     model = CompiledModel(wb, graph, spec, grids, needed, order, device)   # checks the parameter cells
