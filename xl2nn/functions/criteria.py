@@ -129,22 +129,34 @@ class Criteria:
     def of(cls, v: Val, shape: tuple[int, int, int], eval_: bool) -> "Criteria":
         if v.uniform() == NUM:
             return cls._numbers(v.num.detach().expand(shape).reshape(-1), eval_)
-        objs = np.broadcast_to(to_objects(v), shape).reshape(-1)
+        kinds = np.broadcast_to(v.kinds(), shape).reshape(-1)
+        # Training: a number or boolean criterion may come from the parameters, so it is not
+        # read on the host but kept per entry, its number taken from the tensor below.
+        live = ((kinds == NUM) | (kinds == BOOL)) & (not eval_)
+        objs = np.broadcast_to(to_objects(v) if eval_ else _host_objects(v), shape).reshape(-1)
         seen: dict[tuple, int] = {}
         ids = np.empty(len(objs), np.int64)
         items: list[Criterion | CellError] = []
+        source = []                      # per distinct criterion, the live entry it reads, or -1
         for i, x in enumerate(objs):
             # The type is in the key: TRUE and 1 are different criteria.
-            key = (type(x).__name__, x.code if isinstance(x, CellError) else x)
+            key = (i,) if live[i] else (type(x).__name__, x.code if isinstance(x, CellError) else x)
             if key not in seen:
                 seen[key] = len(items)
-                items.append(parse(x))
+                items.append(Criterion(BOOLEAN if kinds[i] == BOOL else NUMBER) if live[i] else parse(x))
+                source.append(i if live[i] else -1)
             ids[i] = seen[key]
         crits = [c if isinstance(c, Criterion) else Criterion(INVALID) for c in items]
-        number = np.array([c.number for c in crits], np.float64)
+        number: Array = np.array([c.number for c in crits], np.float64)
+        if not eval_:
+            number = torch.as_tensor(number, device=v.num.device)
+            src = np.array(source, np.int64)
+            if (src >= 0).any():
+                flat = v.num.detach().expand(shape).reshape(-1)
+                at = torch.as_tensor(np.maximum(src, 0), device=flat.device)
+                number = torch.where(torch.as_tensor(src >= 0, device=flat.device), flat[at], number)
         return cls(ids, np.array([c.kind for c in crits], np.int8), np.array([c.op for c in crits], np.int8),
-                   number if eval_ else torch.as_tensor(number, device=v.num.device),
-                   [c.text for c in crits], [c.regex for c in crits],
+                   number, [c.text for c in crits], [c.regex for c in crits],
                    [c if isinstance(c, CellError) else None for c in items])
 
     @classmethod
@@ -166,6 +178,18 @@ class Criteria:
         errs = np.empty(len(self.errors_), dtype=object)
         errs[:] = self.errors_
         return errs[self.ids]
+
+
+def _host_objects(v: Val) -> np.ndarray:
+    """v's entries as cell values, read from kinds and texts only: numbers and booleans (which
+    may depend on the parameters) are left None, for the caller to take from the tensor."""
+    kinds = v.kinds()
+    out = np.full(kinds.shape, None, dtype=object)
+    text = np.broadcast_to(v.text, kinds.shape) if v.text is not None else np.full(kinds.shape, "", object)
+    for idx in zip(*np.nonzero((kinds == TEXT) | (kinds == ERROR))):
+        t = text[idx]
+        out[idx] = CellError(t or "#VALUE!") if kinds[idx] == ERROR else ("" if t is None else t)
+    return out
 
 
 # -- a range as matching reads it ------------------------------------------------------------
