@@ -111,7 +111,9 @@ def test_titanic_other_models_verify():
     losses = {}
     for sheet in ("linear", "mmult"):
         report = check_gradients(compile_model(wb, graph, find_model(wb, sheet)))
-        assert report.ok and len(report.checks) == {"linear": 10, "mmult": 20}[sheet]
+        # every parameter at the workbook's weights and at two perturbations of them
+        assert report.ok and report.points == 3 and len(report.checks) == 3 * {"linear": 10, "mmult": 20}[sheet]
+        assert [c.point for c in report.checks] == [k for k in range(3) for _ in range(len(report.checks) // 3)]
         losses[sheet] = report.objective
     # mmult starts from nnet's weights: one MMULT equals the two SUMPRODUCT units.
     assert losses["mmult"] == pytest.approx(wb.sheets["nnet"].values[(1, 34)], rel=1e-12)

@@ -164,7 +164,7 @@ def test_trace_first_row_gradient_is_verifys_autograd(trained):
     c = compile_workbook(REFERENCE, sheet="nnet")
     with torch.no_grad():
         c.model.weights["nnet_R4_AA5"].copy_(torch.tensor(t[0, 2::3].reshape(2, 10)))
-    report = check_gradients(c.model)
+    report = check_gradients(c.model, points=1)
     assert report.ok and report.objective == pytest.approx(t[0, 1], rel=1e-12)
     assert [chk.cell for chk in report.checks] == [h.split()[1] for h in header[3::3]]
     np.testing.assert_allclose(t[0, 3::3], [chk.autograd for chk in report.checks], rtol=1e-12)
@@ -178,7 +178,7 @@ def test_trace_from_the_workbook_weights(reference, tmp_path):
     assert rc == 0, err
     header, t = trace_table(out)
     assert t.shape == (4, 62) and t[0, 1] == pytest.approx(SOLVER_LOSS["nnet"], rel=1e-12)
-    report = check_gradients(compile_workbook(reference, sheet="nnet").model)
+    report = check_gradients(compile_workbook(reference, sheet="nnet").model, points=1)
     np.testing.assert_allclose(t[0, 3::3], [chk.autograd for chk in report.checks], rtol=1e-9)
     assert np.abs(t[0, 3::3]).max() < 1e-5          # Solver's optimum
 

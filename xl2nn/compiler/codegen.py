@@ -9,6 +9,7 @@ when small and loaded from a sibling `.data.safetensors` file when large.
 from __future__ import annotations
 
 import math
+import operator
 import textwrap
 from dataclasses import dataclass, field
 
@@ -110,6 +111,8 @@ def _call(node: fx.Node, names: dict[fx.Node, str]) -> str:
     args += [f"{k}={_arg(v, names)}" for k, v in node.kwargs.items()]
     if node.op == "call_method":
         return f"{args[0]}.{node.target}({', '.join(args[1:])})"
+    if node.target is operator.getitem:     # one result of an op with several (sort: values)
+        return f"{args[0]}[{args[1]}]"
     return f"{_function(node.target)}({', '.join(args)})"
 
 

@@ -28,7 +28,14 @@ class EvalContext:
     literals: dict[Node, Val] | None = None   # cache of constant leaves, kept across calls
 
 
-def evaluate(node: Node, ctx: EvalContext) -> Val:
+def evaluate(node: Node, ctx: EvalContext, keep_poison: bool = False) -> Val:
+    """The node's value over the family; a comparison's pending error check (Val.poison) is
+    kept only where the caller asks (IF's condition), else folded in."""
+    v = _evaluate(node, ctx)
+    return v if keep_poison or v.poison is None else v.settled()
+
+
+def _evaluate(node: Node, ctx: EvalContext) -> Val:
     if isinstance(node, Ref):
         v = ctx.memo.get(node)
         if v is None:
@@ -47,7 +54,8 @@ def evaluate(node: Node, ctx: EvalContext) -> Val:
         fn = FUNCTIONS.get(node.name)
         if fn is None:
             raise KeyError(node.name)   # compile() reports these before evaluating anything
-        args = [None if isinstance(a, Missing) else evaluate(a, ctx) for a in node.args]
+        args = [None if isinstance(a, Missing) else evaluate(a, ctx, keep_poison=(i == 0 and fn.name == "IF"))
+                for i, a in enumerate(node.args)]
         if not fn.min_args <= len(args) <= fn.max_args:
             return _literal(ErrorLit("#VALUE!"), ctx)
         try:
@@ -99,6 +107,7 @@ def _literal(node: Node, ctx: EvalContext) -> Val:
         v = from_objects(objs, ctx.device)
     else:
         raise TypeError(f"cannot evaluate {node!r}")
+    v.exact = True
     if ctx.literals is not None:
         ctx.literals[node] = v
     return v

@@ -64,7 +64,7 @@ class _Plan:
                 num = self.viewer(flat)
             else:
                 num = flat[self.index]
-        return Val(num, self.kind, self.text, is_ref=True)
+        return Val(num, self.kind, self.text, is_ref=True, exact=self.const is not None)
 
     const_flat: torch.Tensor | None = None
 
@@ -207,6 +207,9 @@ class CompiledModel(nn.Module):
                 except HostRead as exc:     # tracing: say which cells could not be traced
                     exc.family = step.family
                     raise
+                except UnsupportedFormula as exc:   # e.g. ISNA of a computed error: name the cells
+                    raise UnsupportedFormula(f"{self.workbook.path}: {step.family.area} "
+                                             f"({step.family.formula}): {exc}") from None
                 outs[step.family.id] = _flat_output(step.family, v)
         self.outputs = outs
         fid, local = self._objective

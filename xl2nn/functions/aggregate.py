@@ -82,9 +82,11 @@ class Numbers:
             total = s if total is None else total + s
         return total if total is not None else torch.zeros((1, 1, 1), dtype=torch.float64)
 
-    def count(self) -> torch.Tensor:
+    def count(self, finite_only: bool = False) -> torch.Tensor:
         total = None
         for num, mask in self.parts:
+            if finite_only:
+                mask = torch.isfinite(num) if mask is None else mask & torch.isfinite(num)
             if mask is None:
                 c = torch.full((num.shape[0], 1, 1), float(num.shape[1] * num.shape[2]),
                                dtype=num.dtype, device=num.device)

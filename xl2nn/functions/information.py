@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from ..cells import CellError
+from ..errors import UnsupportedFormula
 from .registry import Context, argument, excel
-from .values import BOOL, EMPTY, ERROR, NA, NUM, TEXT, VALUE, Val, from_objects, scalar, to_objects
+from .values import (BOOL, EMPTY, ERROR, NA, NUM, TEXT, VALUE, Val, from_objects, scalar, to_objects,
+                     unchecked_errors)
 
 
 def _flags(mask: np.ndarray, ctx: Context) -> Val:
@@ -42,14 +44,40 @@ _KIND_TESTS: dict[str, Callable[[Val], np.ndarray]] = {
 }
 
 
+# Unchecked runs keep a computed error as a non-finite number (see values.py): these tests
+# read it so. ISNA and ISERR would need the error's code, which such a number does not keep.
+_NONFINITE_TESTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ISNUMBER": lambda flags, bad: flags & ~bad,
+    "ISERROR": lambda flags, bad: flags | bad,
+    "ISNONTEXT": lambda flags, bad: flags,
+    "ISBLANK": lambda flags, bad: flags,
+    "ISTEXT": lambda flags, bad: flags,
+    "ISLOGICAL": lambda flags, bad: flags,
+}
+
+
 def _make_test(name: str, test: Callable[[Val], np.ndarray]) -> None:
     def impl(args: list[Val | None], ctx: Context) -> Val:
-        return _flags(test(argument(args, 0, ctx)), ctx)
+        v = argument(args, 0, ctx)
+        if not unchecked_errors(v, ctx):
+            return _flags(test(v), ctx)
+        bad = torch.as_tensor(v.kinds() == NUM, device=v.num.device) & ~torch.isfinite(v.num)
+        if name not in _NONFINITE_TESTS:
+            if bool(bad.any()):
+                raise UnknownErrorCode(f"{name} of an error computed while training: xl2nn keeps no error "
+                                       "code there (ISERROR keeps none either and works)")
+            return _flags(test(v), ctx)
+        flags = torch.as_tensor(np.array(test(v)), device=v.num.device)
+        return Val(_NONFINITE_TESTS[name](flags, bad).to(torch.float64), BOOL)
     excel(name, "Information", min_args=1, max_args=1, differentiable=False)(impl)
 
 
 for _name, _test in _KIND_TESTS.items():
     _make_test(_name, _test)
+
+
+class UnknownErrorCode(UnsupportedFormula):
+    """An unchecked run met a function that needs an error's code (ISNA, ISERR)."""
 
 
 def _parity(x: Any) -> int | CellError:
@@ -68,7 +96,8 @@ def _even_odd(args: list[Val | None], ctx: Context, odd: bool) -> Val:
     v = argument(args, 0, ctx)
     if v.numeric:
         rem = torch.remainder(torch.trunc(v.num), 2.0)
-        return Val(((rem != 0) if odd else (rem == 0)).to(torch.float64), BOOL)
+        out = ((rem != 0) if odd else (rem == 0)).to(torch.float64)
+        return Val(out + (rem - rem) if unchecked_errors(v, ctx) else out, BOOL)
     objs = to_objects(v)
     out = np.empty(objs.shape, dtype=object)
     for idx in np.ndindex(*objs.shape):
@@ -116,8 +145,10 @@ def type_(args: list[Val | None], ctx: Context) -> Val:
     if h * w > 1:
         return Val(torch.full((f, 1, 1), 64.0, dtype=torch.float64, device=ctx.device), NUM)
     kinds = v.kinds()
-    codes = np.vectorize(_TYPE_CODES.__getitem__, otypes=[np.float64])(kinds)
-    return Val(torch.as_tensor(codes, device=ctx.device), NUM)
+    codes = torch.as_tensor(np.vectorize(_TYPE_CODES.__getitem__, otypes=[np.float64])(kinds), device=ctx.device)
+    if unchecked_errors(v, ctx):
+        codes = torch.where(torch.isfinite(v.num), codes, torch.full((), 16.0, dtype=codes.dtype, device=ctx.device))
+    return Val(codes, NUM)
 
 
 @excel("NA", "Information", max_args=0, differentiable=False)

@@ -6,7 +6,8 @@ import torch
 
 from ..cells import CellError
 from .registry import Context, Elementwise, excel, first_error
-from .values import BOOL, EMPTY, ERROR, NUM, TEXT, VALUE, Val, fit, from_objects, to_bool, to_objects
+from .values import (BOOL, EMPTY, ERROR, NUM, TEXT, VALUE, Val, fit, from_objects, to_bool, to_objects,
+                     unchecked_errors)
 
 
 def _const(value: float, kind: int, ctx: Context) -> Val:
@@ -24,21 +25,43 @@ def if_(args: list[Val | None], ctx: Context) -> Val:
     if cond is None:
         cond = _const(0.0, BOOL, ctx)
     cond, yes, no = fit([cond, yes, no])
+    if cond.poison is not None and not cond.numeric:
+        cond = cond.settled()
+    if cond.numeric and cond.poison is None and not ctx.checked and not cond.exact:
+        cond.poison = ((cond.num,), True)        # a non-finite condition is an error (NaN != 0)
     if cond.numeric:
-        c = cond.num != 0
-        num = torch.where(c, yes.num, no.num)
-        ky, kn = yes.uniform(), no.uniform()
-        if ky is not None and ky == kn and yes.text is None and no.text is None:
-            return Val(num, ky)
-        cn = np.broadcast_to(c.cpu().numpy(), num.shape)
-        kind = np.where(cn, np.broadcast_to(yes.kinds(), num.shape), np.broadcast_to(no.kinds(), num.shape))
-        text = None
-        if yes.text is not None or no.text is not None:
-            ty = np.broadcast_to(yes.text if yes.text is not None else np.empty((1, 1, 1), object), num.shape)
-            tn = np.broadcast_to(no.text if no.text is not None else np.empty((1, 1, 1), object), num.shape)
-            text = np.where(cn, ty, tn)
-        return Val(num, kind.astype(np.int8), text)
+        out = _select(cond, yes, no)
+        if cond.poison is None:
+            return out
+        # A non-finite operand of the comparison is an error, and so is IF's result. Torch
+        # already gives that where the branch picked for it is the operand itself.
+        sources, nan_truth = cond.poison
+        picked = (yes if nan_truth else no).num
+        for s in sources:
+            if s is not picked:
+                out.num = out.num + (s - s)
+        return out
+    return _select_slow(cond, yes, no, ctx)
 
+
+def _select(cond: Val, yes: Val, no: Val) -> Val:
+    """IF over a numeric condition: a torch where, and the kinds beside it."""
+    c = cond.num != 0
+    num = torch.where(c, yes.num, no.num)
+    ky, kn = yes.uniform(), no.uniform()
+    if ky is not None and ky == kn and yes.text is None and no.text is None:
+        return Val(num, ky)
+    cn = np.broadcast_to(c.cpu().numpy(), num.shape)
+    kind = np.where(cn, np.broadcast_to(yes.kinds(), num.shape), np.broadcast_to(no.kinds(), num.shape))
+    text = None
+    if yes.text is not None or no.text is not None:
+        ty = np.broadcast_to(yes.text if yes.text is not None else np.empty((1, 1, 1), object), num.shape)
+        tn = np.broadcast_to(no.text if no.text is not None else np.empty((1, 1, 1), object), num.shape)
+        text = np.where(cn, ty, tn)
+    return Val(num, kind.astype(np.int8), text)
+
+
+def _select_slow(cond: Val, yes: Val, no: Val, ctx: Context) -> Val:
     # Cell by cell: only the condition's error and the chosen branch's matter (an error in
     # the branch not taken must not leak, as a generic elementwise loop would let it).
     shape = torch.broadcast_shapes(cond.num.shape, yes.num.shape, no.num.shape)
@@ -62,7 +85,7 @@ def _logic(args: list[Val | None], ctx: Context, is_and: bool) -> Val:
             red = b.all(dim=1, keepdim=True).all(dim=2, keepdim=True) if is_and else \
                 b.any(dim=1, keepdim=True).any(dim=2, keepdim=True)
             acc = red if acc is None else (acc & red if is_and else acc | red)
-        return Val(acc.to(torch.float64), BOOL)
+        return _poisoned(Val(acc.to(torch.float64), BOOL), vals, ctx)
     for i in range(f):
         seen: list[bool] = []
         err = None
@@ -88,6 +111,14 @@ def _logic(args: list[Val | None], ctx: Context, is_and: bool) -> Val:
     return from_objects(out, ctx.device)
 
 
+def _poisoned(out: Val, vals: list[Val], ctx: Context) -> Val:
+    """Unchecked runs: an error (non-finite entry) among the arguments is the result."""
+    for v in vals:
+        if unchecked_errors(v, ctx):
+            out.num = out.num + (v.num - v.num).sum(dim=(1, 2), keepdim=True)
+    return out
+
+
 @excel("AND", "Logical", min_args=1, differentiable=False, args="R")
 def and_(args: list[Val | None], ctx: Context) -> Val:
     return _logic(args, ctx, True)
@@ -104,16 +135,19 @@ _NOT = Elementwise(lambda x: (x == 0).to(torch.float64), lambda b: not b, result
 @excel("NOT", "Logical", min_args=1, max_args=1, differentiable=False)
 def not_(args: list[Val | None], ctx: Context) -> Val:
     v = args[0] if args[0] is not None else _const(0.0, BOOL, ctx)
-    return _NOT([v], ctx)
+    out = _NOT([v], ctx)
+    return _poisoned(out, [v], ctx) if out.numeric else out
 
 
 @excel("IFERROR", "Logical", min_args=2, max_args=2, args="PP")
 def iferror(args: list[Val | None], ctx: Context) -> Val:
     value = args[0] if args[0] is not None else _const(0.0, NUM, ctx)
     fallback = args[1] if args[1] is not None else _const(0.0, NUM, ctx)
-    if not value.has(ERROR):
-        return value
     is_err = torch.as_tensor(value.kinds() == ERROR, device=ctx.device)
+    if unchecked_errors(value, ctx):
+        is_err = is_err | ~torch.isfinite(value.num)
+    elif not value.has(ERROR):
+        return value
     return if_([Val(is_err.to(torch.float64), BOOL), fallback, value], ctx)
 
 

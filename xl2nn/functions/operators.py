@@ -80,7 +80,11 @@ def compare(op: str, a: Val, b: Val, ctx: Context) -> Val:
     # booleans with numbers, or involves text, goes the exact way.
     fast = {ka, kb} <= {NUM, EMPTY} or (ka == kb == BOOL)
     if fast:
-        return Val(_TORCH_COMPARE[op](a.num, b.num).to(a.num.dtype), BOOL)
+        out = Val(_TORCH_COMPARE[op](a.num, b.num).to(a.num.dtype), BOOL)
+        if not ctx.checked:         # a non-finite operand is an error: so is the comparison
+            sources = tuple(v.num for v in (a, b) if not v.exact)
+            out.poison = (sources, op == "<>") if sources else None
+        return out
     ew = Elementwise(lambda *_: None, lambda x, y: compare_scalars(op, x, y),
                      result_kind=BOOL, coerce=lambda x: x)
     return ew.slow([a, b], ctx)

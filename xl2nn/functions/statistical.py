@@ -48,9 +48,12 @@ def min_(args: list[Val | None], ctx: Context) -> Val:
 
 @excel("COUNT", "Statistical", differentiable=False, args="R")
 def count(args: list[Val | None], ctx: Context) -> Val:
-    # COUNT never fails: errors are simply not numbers.
+    # COUNT never fails: errors are simply not numbers (in an unchecked run, a computed
+    # error is a non-finite number: not counted either).
     n = Numbers(args, ctx)
-    return Val(n.count(), NUM)
+    if ctx.checked or all(a is None or a.exact for a in args):
+        return Val(n.count(), NUM)
+    return Val(n.count(finite_only=True), NUM)
 
 
 @excel("COUNTA", "Statistical", differentiable=False, args="R")

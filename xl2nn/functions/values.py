@@ -7,6 +7,12 @@ A `Val` is the value of one formula evaluated over a family of F cells at once:
 or an int8 NumPy array of num's shape. Text and error entries keep their string in
 `text`; their `num` is NaN. Empty cells are 0 and booleans 1/0 in `num`, which is
 exactly how Excel's arithmetic sees them.
+
+Training runs unchecked (no per-entry error bookkeeping: the kinds of computed values are
+not looked at). There an error is a non-finite number: torch's NaN and inf flow on through
+arithmetic, and the functions that look at errors (IFERROR, ISERROR, IF's condition,
+comparisons, COUNT, AND/OR/NOT) read a non-finite entry as an error, so no error turns
+silently into a valid number.
 """
 from __future__ import annotations
 
@@ -40,6 +46,23 @@ class Val:
     # A blank handed on as a value (VLOOKUP of an empty cell), not a reference to an empty
     # cell (IF, INDEX): SUM, MIN, COUNT ... given it directly count it as 0.
     blank_is_value: bool = False
+    # Entries known exactly (a literal, constant cells): a NUM entry is a finite number. A
+    # computed value in an unchecked run may hold non-finite numbers standing for errors.
+    exact: bool = False
+    # Unchecked runs: a comparison's operands, any non-finite entry of which makes the result
+    # an error, and the truth torch gives such an entry (False for all but <>). Kept apart so
+    # that IF can skip the check when the branch it then picks is that operand itself
+    # (IF(x<0,0,x) is already NaN for a NaN x); `settled` adds it to the number otherwise.
+    poison: tuple[tuple[torch.Tensor, ...], bool] | None = None
+
+    def settled(self) -> "Val":
+        """The value with any pending poison folded into its number (x - x: 0, or NaN)."""
+        if self.poison is None:
+            return self
+        num = self.num
+        for s in self.poison[0]:
+            num = num + (s - s)
+        return Val(num, self.kind, self.text, self.is_ref, self.blank_is_value, self.exact)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -70,6 +93,11 @@ class Val:
         if flat.size and (flat == flat[0]).all():
             return int(flat[0])
         return None
+
+
+def unchecked_errors(v: Val, ctx: Any) -> bool:
+    """Whether v may hold errors as non-finite numbers: a computed value in an unchecked run."""
+    return not ctx.checked and not v.exact and v.has(NUM)
 
 
 def scalar(value: CellValue, device: torch.device | str = "cpu") -> Val:
