@@ -380,7 +380,9 @@ def test_divergence_names_the_step(tmp_path, capsys):
     before = sha256(src)
     r = run_cli("train", str(src), "--lr", "1", "-o", str(tmp_path / "o.xlsx"))     # a real process
     line = _one_line_error(r.returncode, r.stderr)
-    assert "diverged" in line and "at step 3 " in line and "inf" in line
+    # EXP past Excel's range is #NUM!: NaN while training, and the sheet names it
+    assert "diverged" in line and "at step 3 " in line and "nan" in line
+    assert "the sheet gives #NUM! there, from model!B1 (=EXP(A1))" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.xlsx"] and sha256(src) == before
 
 

@@ -122,6 +122,7 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
     if opts.init == "random":
         _random_init(params, gen)
     program = Program(model)        # the traced straight-line forward (or the interpreter)
+    start = ([p.detach().clone() for p in params], gen.get_state())   # to replay a failed run
     batch, per_epoch = None, 1
     if opts.batch_size is not None:
         with torch.no_grad():   # raises BadInput, one line, when the objective is not a mean/sum over rows
@@ -144,7 +145,19 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
     if device.type == "cpu" and _largest_tensor(program) < SMALL_TENSOR:
         torch.set_num_threads(1)
     try:
-        result = _run(model, program, params, opts, gen, batch, per_epoch, total, log_every, progress)
+        try:
+            result = _run(model, program, params, opts, gen, batch, per_epoch, total, log_every, progress)
+        except Diverged as exc:
+            if exc.step == 0 or exc.step >= total:
+                raise
+            # Found some steps late (one check per CHECK_EVERY steps): run again up to that step,
+            # which is deterministic, so that the sheet can say what it gives at those weights.
+            with torch.no_grad():
+                for p, s in zip(params, start[0]):
+                    p.copy_(s)
+            gen.set_state(start[1])
+            _run(model, program, params, opts, gen, batch, per_epoch, exc.step, exc.step, None)
+            raise exc from None          # not reached: _run ends in the explained error
         result.interpreted = program.fallback
         return result
     finally:
@@ -212,7 +225,7 @@ def _run(model: CompiledModel, program: Program, params: list[torch.nn.Parameter
     t_g[n_log] = _flat([p.grad for p in params])
     final = float(y.detach())
     if not math.isfinite(final):
-        raise _diverged(total, final, opts)
+        raise _explain(model, total, final, opts)
     seconds = time.perf_counter() - t0
     model.zero_grad(set_to_none=True)
     steps = np.array(list(range(0, total, log_every)) + [total], dtype=np.float64)
@@ -318,11 +331,8 @@ def _check_finite(values: torch.Tensor, start: int, stop: int, opts: TrainOption
 
 def _no_gradient(model: CompiledModel, step: int, value: float, opts: TrainOptions) -> BadInput:
     """No gradient reaches the parameters: say what the sheet itself gives at these weights."""
-    from .compiler.grid import error_source, recalculate
-    from .writeback import parameter_cells
-    weights = {n: p.detach().cpu().numpy() for n, p in model.weights.items()}
-    grids = recalculate(model.workbook, model.graph, only=model.needed,
-                        overrides=parameter_cells(model.param_areas, weights)).grids
+    from .compiler.grid import error_source
+    grids = _sheet_at(model)
     sheet, row, col = model.spec.objective
     cell = grids.value(sheet, row, col)
     where = "at the workbook's weights" if step == 0 else f"at step {step} ({opts.optimizer}, --lr {opts.lr:g})"
@@ -335,9 +345,42 @@ def _no_gradient(model: CompiledModel, step: int, value: float, opts: TrainOptio
                     + ("; try a smaller --lr" if step else ""))
 
 
-def _diverged(step: int, value: float, opts: TrainOptions) -> BadInput:
-    return BadInput(f"training diverged: the objective became {value} at step {step} "
-                    f"({opts.optimizer}, --lr {opts.lr:g}); nothing was written; try a smaller --lr")
+class Diverged(BadInput):
+    """The objective stopped being a finite number at `step`."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+def _diverged(step: int, value: float, opts: TrainOptions) -> Diverged:
+    return Diverged(f"training diverged: the objective became {value} at step {step} "
+                    f"({opts.optimizer}, --lr {opts.lr:g}); nothing was written; try a smaller --lr", step)
+
+
+def _explain(model: CompiledModel, step: int, value: float, opts: TrainOptions) -> BadInput:
+    """A non-finite objective at the model's current weights: an error the sheet gives there
+    (named, with where it starts), or else divergence."""
+    if all(bool(torch.isfinite(p).all()) for p in model.weights.values()):
+        from .compiler.grid import error_source
+        grids = _sheet_at(model)
+        sheet, row, col = model.spec.objective
+        cell = grids.value(sheet, row, col)
+        if isinstance(cell, CellError):
+            return Diverged(f"training diverged: the objective became {value} at step {step} ({opts.optimizer}, "
+                            f"--lr {opts.lr:g}): the sheet gives {cell} there, from "
+                            f"{error_source(model.graph, grids, sheet, row, col)}; nothing was written; "
+                            "try a smaller --lr", step)
+    return _diverged(step, value, opts)
+
+
+def _sheet_at(model: CompiledModel):
+    """The model's cells recomputed by the sheet's rules at the model's current weights."""
+    from .compiler.grid import recalculate
+    from .writeback import parameter_cells
+    weights = {n: p.detach().cpu().numpy() for n, p in model.weights.items()}
+    return recalculate(model.workbook, model.graph, only=model.needed,
+                       overrides=parameter_cells(model.param_areas, weights)).grids
 
 
 # --------------------------------------------------------------------------- the trace sheet

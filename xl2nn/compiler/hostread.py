@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import fx
-from torch.fx.experimental.proxy_tensor import get_proxy_mode, get_proxy_slot
+from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing, get_proxy_mode, get_proxy_slot
 from torch.overrides import TorchFunctionMode
 
 _READS = {torch.Tensor.numpy, torch.Tensor.tolist, torch.Tensor.__array__, torch.Tensor.item,
@@ -38,9 +38,13 @@ class HostReadGuard(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in _READS:
             mode = get_proxy_mode()
-            if mode is not None and any(_depends_on_input(a, mode.tracer) for a in args
-                                        if isinstance(a, torch.Tensor)):
-                raise HostRead(getattr(func, "__name__", str(func)))
+            if mode is not None:
+                if any(_depends_on_input(a, mode.tracer) for a in args if isinstance(a, torch.Tensor)):
+                    raise HostRead(getattr(func, "__name__", str(func)))
+                # A constant made inside the trace: its number is the same for any weights,
+                # so read it outside the tracer (make_fx would refuse any .item()).
+                with disable_proxy_modes_tracing():
+                    return func(*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
 
 

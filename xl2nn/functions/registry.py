@@ -80,10 +80,21 @@ class Elementwise:
         args = fit(args)
         if all(a.numeric for a in args):
             nums = [a.num for a in args]
-            if not (ctx.checked and self.domain_error is not None
-                    and bool(self.domain_error(*nums).any())):
+            if self.domain_error is None or (ctx.checked and not bool(self.domain_error(*nums).any())):
                 return Val(self.torch_fn(*nums), self.result_kind)
+            if not ctx.checked:
+                return Val(self._guarded(nums), self.result_kind)
         return self.slow(args, ctx)
+
+    def _guarded(self, nums: list[torch.Tensor]) -> torch.Tensor:
+        """Unchecked runs: NaN (an error, see values.py) where Excel gives one, never inf (1/0
+        then 1/inf would be a silent 0). The function sees 1 there instead, so that its
+        gradient stays finite for an IFERROR that picks the other branch."""
+        bad = self.domain_error(*nums)
+        one = torch.ones((), dtype=nums[0].dtype, device=nums[0].device)
+        safe = [torch.where(bad, one, x) for x in nums]
+        return torch.where(bad, torch.full((), float("nan"), dtype=nums[0].dtype, device=nums[0].device),
+                           self.torch_fn(*safe))
 
     def slow(self, args: list[Val], ctx: Context) -> Val:
         args = fit(args)

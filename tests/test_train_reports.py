@@ -1,0 +1,100 @@
+"""What train and verify tell the user: a worse objective and dead ReLU units, a model whose
+parameters do not reach the objective, an error met while training, an interpreted model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import run_cli, solver_workbook
+
+XS = [float(i) for i in range(1, 7)]
+
+
+def _relu_workbook(path: Path) -> Path:
+    rows: list[list[object]] = [[x, 2.0 * x + 1] for x in XS]
+    rows[0] += [0.5]
+    rows[1] += [0.1]
+    f = {f"D{r}": f"=IF(A{r}*$C$1+$C$2<0,0,A{r}*$C$1+$C$2)" for r in range(1, 7)}
+    f.update({f"E{r}": f"=(D{r}-B{r})^2" for r in range(1, 7)})
+    f["F1"] = "=AVERAGE(E1:E6)"
+    return solver_workbook(path, rows, f, "$C$1:$C$2", "$F$1")
+
+
+def _row_workbook(path: Path, per_row: str) -> Path:
+    rows: list[list[object]] = [[x, 2.0 * x + 1] for x in XS]
+    rows[0] += [0.3]
+    rows[1] += [0.7]
+    f = {f"D{r}": "=" + per_row.replace("{r}", str(r)) for r in range(1, 7)}
+    f["F1"] = "=AVERAGE(D1:D6)"
+    for r, (g, h) in enumerate([(1.0, 2.0), (2.0, 3.5), (3.0, 5.0), (4.0, 9.0)], start=1):
+        f[f"G{r}"], f[f"H{r}"] = f"={g}", f"={h}"
+    return solver_workbook(path, rows, f, "$C$1:$C$2", "$F$1")
+
+
+def test_a_worse_objective_and_dead_relu_units_are_reported(tmp_path):
+    src = _relu_workbook(tmp_path / "relu.xlsx")
+    rc, out, err = run_cli("train", str(src), "--lr", "1", "--steps", "50", "-o", str(tmp_path / "a.xlsx"), "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["got_worse"] and info["final_loss"] > info["start_loss"]
+    assert info["relu_units"] == 1 and info["inactive_relu_units"] == ["model!D1:D6"]
+    hint = next(w for w in info["warnings"] if "got worse" in w)
+    assert "1 of 1 ReLU units are inactive on every row (model!D1:D6)" in hint and "--lr (e.g. 0.1)" in hint
+    rc, out, err = run_cli("train", str(src), "--lr", "1", "--steps", "50", "-o", str(tmp_path / "b.xlsx"))
+    assert rc == 0 and "xl2nn: warning: the objective got worse: 44.385 at the start" in err
+    # A rate that works: better, no warning, the unit alive.
+    rc, out, err = run_cli("train", str(src), "--lr", "0.001", "--steps", "50", "-o", str(tmp_path / "c.xlsx"),
+                           "--json")
+    info = json.loads(out)
+    assert rc == 0 and not info["got_worse"] and info["final_loss"] < info["start_loss"]
+    assert info["inactive_relu_units"] == [] and not any("worse" in w for w in info["warnings"])
+
+
+def test_parameters_reached_only_through_offset_are_refused(tmp_path):
+    # OFFSET's target is worked out at run time: the graph does not see that it lands on C1:C2.
+    src = _row_workbook(tmp_path / "offset.xlsx", "(OFFSET($C$5,-4,0)*A{r}+OFFSET($C$5,-3,0)-B{r})^2")
+    for command in ("train", "verify", "export"):
+        extra = ["-o", str(tmp_path / "x.py")] if command == "export" else []
+        rc, out, err = run_cli(command, str(src), *extra)
+        assert rc == 2 and out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "the parameters do not reach the objective model!F1" in err and "OFFSET in model!D1:D6" in err
+
+
+def test_an_error_met_while_training_is_named(tmp_path):
+    # VLOOKUP below its table's first key is #N/A: at lr 0.1 the second step gets there.
+    src = _row_workbook(tmp_path / "vlookup.xlsx", "(VLOOKUP(A{r}*$C$1+1,$G$1:$H$4,2,TRUE)+$C$1*A{r}+$C$2-B{r})^2")
+    rc, out, err = run_cli("train", str(src), "-o", str(tmp_path / "v.xlsx"))
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    # Said when it is met: no gradient (a constant error value) or a non-finite objective.
+    assert ("the objective model!F1 is #N/A at step 2" in err and "it comes from model!D1 (=(VLOOKUP(" in err) or \
+        ("became nan at step 2" in err and "the sheet gives #N/A there, from model!D1 (=(VLOOKUP(" in err), err
+    assert "try a smaller --lr" in err
+    assert not (tmp_path / "v.xlsx").exists()
+
+
+def test_an_interpreted_model_says_so_and_trains(tmp_path):
+    # TEXT then VALUE has no torch form: the interpreter runs it, exactly, and says so.
+    src = _row_workbook(tmp_path / "text.xlsx", '(VALUE(TEXT(A{r}*$C$1,"0.0"))+$C$1*A{r}+$C$2-B{r})^2')
+    rc, out, err = run_cli("train", str(src), "--lr", "0.01", "--steps", "20", "-o", str(tmp_path / "t.xlsx"),
+                           "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["interpreted"].startswith("model!D1:D6 (=(VALUE(TEXT(A1*$C$1")
+    assert "has no torch form for parameter-dependent values" in info["interpreted"]
+    rc, out, err = run_cli("verify", str(src), "--json")
+    report = json.loads(out)
+    assert report["trace"]["traced"] is False and "no torch form" in report["trace"]["reason"]
+    assert report["gradients"]["points"] == 3
+
+
+def test_verify_checks_the_trace_and_gradients_at_several_points(tmp_path):
+    src = _relu_workbook(tmp_path / "relu.xlsx")
+    rc, out, err = run_cli("verify", str(src), "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["trace"] == {"traced": True, "reason": "", "points": 4, "max_rel": 0.0, "ok": True}
+    assert report["gradients"]["points"] == 3
+    assert sorted({c["point"] for c in report["gradients"]["checks"]}) == [0, 1, 2]
+    rc, out, err = run_cli("verify", str(src))
+    assert "traced program vs interpreter\n  ok   4 weight points  max rel 0" in out
+    assert "2 parameters at 3 weight points" in out
