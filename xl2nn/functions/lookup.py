@@ -14,19 +14,23 @@ the last entry >= it (type -1).
 
 Every argument read as a value may be an array (an array formula, or SUMPRODUCT around the
 call): the function is then applied entry by entry, as Excel does.
+
+In a trace (training), a lookup value, searched range or index number that depends on the
+parameters may not be read on the host: the NumPy step raises HostRead, and the numeric cases
+then take the same search as torch ops (lookup_torch), errors there coming out as NaN.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..cells import CellError
+from ..compiler.hostread import HostRead
+from . import lookup_torch
 from .registry import Context, argument, excel
 from .values import (BOOL, EMPTY, ERROR, NA, NUM, REF, TEXT, VALUE, Val, fit, to_bool,
                      to_number, to_objects)
@@ -322,10 +326,27 @@ def match(args: list[Val | None], ctx: Context) -> Val:
     if h != 1 and w != 1:       # only a single row or column can be searched
         pos = np.full(shape, -1, dtype=np.int64)
     else:
-        pos = _locate(x, mode, _Keys.of(arr))
+        try:
+            pos = _locate(x, mode, _Keys.of(arr))
+        except HostRead:        # x or the range depends on the parameters: search in torch
+            if ctx.checked or x.uniform() not in (NUM, BOOL):
+                raise
+            fa = arr.num.shape[0]
+            at = lookup_torch.locate_val(x, mode, arr.num.reshape(fa, -1), arr.kinds().reshape(fa, -1))
+            num = torch.where(at >= 0, (at + 1).to(torch.float64), float("nan"))
+            return _finish(Val(num, NUM), _merge(shape, _codes(x), t.err, _direct_error(arr)))
     err = _merge(shape, _codes(x), t.err, _direct_error(arr), _where(pos < 0, NA))
     num = torch.as_tensor((pos + 1).astype(np.float64), device=ctx.device)
     return _finish(Val(num, NUM), err)
+
+
+def _on_host(v: Val) -> np.ndarray | None:
+    """v's numbers (truncated, as an index) where they may be read: None where v depends on
+    the parameters in a trace."""
+    try:
+        return _whole(_numbers(v).num)
+    except HostRead:
+        return None
 
 
 def _direct_error(v: Val) -> np.ndarray | None:
@@ -348,15 +369,35 @@ def _table_lookup(args: list[Val | None], ctx: Context, across: bool) -> Val:
     shape = _shape(x, idx, approx, Val(table.num[:, :1, :1], NUM))
     a = _numbers(approx, to_bool)
     mode = np.broadcast_to(np.where(np.nan_to_num(a.num) != 0, ASCENDING, EXACT), shape)
-    k = _numbers(idx)
-    col = np.broadcast_to(_whole(k.num), shape)
-    pos = _locate(x, mode, _Keys.first_column(table))
+    try:
+        k = _numbers(idx)
+        col = np.broadcast_to(_whole(k.num), shape)
+        pos = _locate(x, mode, _Keys.first_column(table))
+    except HostRead as exc:     # x, the first column or idx depends on the parameters
+        if ctx.checked or x.uniform() not in (NUM, BOOL) or not idx.numeric:
+            raise
+        return _finish(_table_lookup_traced(x, table, idx, mode, exc),
+                       _merge(shape, _codes(x), _direct_error(table), a.err))
     err = _merge(shape, _codes(x), _direct_error(table), k.err, a.err, _where(col < 1, VALUE),
                  _where(col > w, REF), _where(pos < 0, NA))
     ok = (pos >= 0) & (col >= 1) & (col <= w)
     found = _take(table, pos * w + (col - 1), ok)
     found.is_ref = False        # VLOOKUP gives a value, not a reference
     return _finish(found, err)
+
+
+def _table_lookup_traced(x: Val, table: Val, idx: Val, mode: np.ndarray, exc: HostRead) -> Val:
+    """_table_lookup's positions and gather as torch ops; NaN where it gives an error."""
+    w = table.num.shape[2]
+    kinds = table.kinds()
+    cols = _on_host(idx)        # a constant column number: only that column's kinds matter
+    if cols is not None:
+        kinds = kinds[:, :, np.unique(cols[(cols >= 1) & (cols <= w)]) - 1]
+    kind = lookup_torch.picked_kind(kinds, exc)
+    pos = lookup_torch.locate_val(x, mode, table.num[:, :, 0], table.kinds()[:, :, 0])
+    col, col_ok = lookup_torch.index_of(lookup_torch.whole(idx.num).expand(mode.shape), w, zero_ok=False)
+    num = lookup_torch.take(table.num, pos * w + col, (pos >= 0) & col_ok)
+    return Val(num, kind)
 
 
 @excel("VLOOKUP", "Lookup & Reference", min_args=3, max_args=4, args="VRVV")
@@ -378,9 +419,41 @@ def index(args: list[Val | None], ctx: Context) -> Val:
     codes = [c for c in (_direct_error(arr), _area_error(args[3] if len(args) > 3 else None))
              if c is not None]
     area_err = _merge(np.broadcast_shapes(*(c.shape for c in codes)), *codes) if codes else None
-    if row.num.shape[1:] == (1, 1) and col.num.shape[1:] == (1, 1):
-        return _index_cells(arr, row, col, along_row, area_err)
-    return _index_entries(arr, row, col, along_row, area_err)
+    cells = row.num.shape[1:] == (1, 1) and col.num.shape[1:] == (1, 1)
+    try:
+        if cells:
+            return _index_cells(arr, row, col, along_row, area_err)
+        return _index_entries(arr, row, col, along_row, area_err)
+    except HostRead as exc:     # a row or column number depends on the parameters
+        if ctx.checked or not (row.numeric and col.numeric):
+            raise
+        return _finish(_index_traced(arr, row, col, along_row, cells, area_err, exc), area_err)
+
+
+def _index_traced(arr: Val, row: Val, col: Val, along_row: bool, cells: bool,
+                  area_err: np.ndarray | None, exc: HostRead) -> Val:
+    """_index_cells (cells) or _index_entries as torch ops, one entry per row and column
+    number; NaN where they give an error."""
+    h, w = arr.num.shape[1:]
+    kind = lookup_torch.picked_kind(arr.kinds(), exc)
+    if not cells:
+        row, col = fit([row, col])
+    shape = _shape(Val(arr.num[:, :1, :1], NUM), row, col)
+    if area_err is not None:
+        shape = (max(shape[0], area_err.shape[0]),) + tuple(shape[1:])
+    r, c = lookup_torch.whole(row.num), lookup_torch.whole(col.num)
+    if along_row:   # INDEX(one row, n): n counts along the row
+        r, c, row, col = torch.ones_like(r), r, None, row
+    if cells:       # a constant 0 asks for a whole row or column, an array: the exact path's
+        for v, extent in ((row, h), (col, w)):
+            n = _on_host(v) if v is not None else None
+            if n is not None and extent > 1 and (n == 0).any():
+                raise exc
+    # A 0 is the whole row or column: in a cell, one entry where the extent is 1, else an
+    # array (a dynamic 0 there comes out as NaN); in an array of numbers it reads as 1.
+    ri, r_ok = lookup_torch.index_of(r.expand(shape), h, zero_ok=not cells or h == 1)
+    ci, c_ok = lookup_torch.index_of(c.expand(shape), w, zero_ok=not cells or w == 1)
+    return Val(lookup_torch.take(arr.num, ri * w + ci, r_ok & c_ok), kind, is_ref=arr.is_ref)
 
 
 def _area_error(area: Val | None) -> np.ndarray | None:
