@@ -385,7 +385,7 @@ def test_sumif_text_criteria_10000_rows():
 # -- the torch forms (training) against the exact scalar forms (eval) ------------------------------
 
 def test_rounding_torch_forms_equal_scalar_forms():
-    from xl2nn.functions import math as xmath
+    from xl2nn.functions import rounding as xmath
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.normal(size=3000) * 10.0 ** rng.integers(-6, 8, 3000),
                         [3.3 * 3, 0.3 - 0.1, 0.1 + 0.2, 1.1 * 3, 5.55, -5.55, 0.0, 2.675]])

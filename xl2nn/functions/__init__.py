@@ -2,7 +2,7 @@
 
 Importing this package registers every function in FUNCTIONS.
 """
-from . import information, logical, lookup, math, statistical, text  # noqa: F401  (registration)
+from . import information, logical, lookup, math, rounding, statistical, text  # noqa: F401  (registration)
 from .operators import binary, unary
 from .registry import FUNCTIONS, VOLATILE, Context, Function
 from .values import Val

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Context as DecimalContext, Decimal
 
 import numpy as np
 import torch
@@ -23,21 +22,6 @@ def _safe(fn):
             return NUM_ERR
         return NUM_ERR if isinstance(r, float) and (math.isinf(r) or math.isnan(r)) else r
     return run
-
-
-_WIDE = DecimalContext(prec=1000)     # quantize needs every digit up to the place rounded to
-
-
-def _round_half_up(x: float, digits: float) -> float:
-    d = int(digits)
-    if d > 400 or not math.isfinite(x):      # finer than any double's last digit: x itself
-        return x
-    if d < -400:
-        return 0.0
-    q = Decimal(1).scaleb(-d)
-    # repr() gives the shortest decimal that reads back as x: Excel rounds what it shows.
-    # Enough precision for any double's digits at any place (1E+200 to 4 places).
-    return float(Decimal(repr(x)).quantize(q, rounding=ROUND_HALF_UP, context=_WIDE))
 
 
 def _log(x: float, base: float = 10.0) -> float:
@@ -63,7 +47,8 @@ _UNARY = {
     "SQRT": Elementwise(torch.sqrt, _safe(math.sqrt), domain_error=lambda x: x < 0),
     "ABS": Elementwise(torch.abs, abs),
     "TANH": Elementwise(torch.tanh, math.tanh),
-    "SIGN": Elementwise(torch.sign, lambda x: float((x > 0) - (x < 0))),
+    # + 0*x: an error (inf in training) stays one, where torch.sign would make it ±1.
+    "SIGN": Elementwise(lambda x: torch.sign(x) + 0 * x, lambda x: float((x > 0) - (x < 0))),
     "INT": Elementwise(torch.floor, lambda x: float(math.floor(x))),
     # Trigonometry: positional encodings, rotations, angles.
     "SIN": Elementwise(torch.sin, math.sin),
@@ -99,7 +84,6 @@ def _arg(v: Val | None, ctx: Context) -> Val:
 _LOG = Elementwise(lambda x, b: torch.log(x) / torch.log(b), _safe(_log),
                    domain_error=lambda x, b: (x <= 0) | (b <= 0) | (b == 1))
 _POWER = ARITHMETIC["^"]        # POWER(a, b) is a^b, errors and all
-_ROUND = Elementwise(lambda *_: None, _safe(_round_half_up))
 _MOD = Elementwise(lambda a, b: a - b * torch.floor(a / b), _excel_mod,
                    domain_error=lambda a, b: (b == 0) | ((a / b).abs() >= _MOD_LIMIT)
                    | (a - b * torch.floor(a / b) == b))
@@ -157,14 +141,6 @@ def power(args: list[Val | None], ctx: Context) -> Val:
 @excel("MOD", "Math & Trig", min_args=2, max_args=2, differentiable=False)
 def mod(args: list[Val | None], ctx: Context) -> Val:
     return _MOD([_arg(args[0], ctx), _arg(args[1], ctx)], ctx)
-
-
-@excel("ROUND", "Math & Trig", min_args=1, max_args=2, differentiable=False)
-def round_(args: list[Val | None], ctx: Context) -> Val:
-    # Excel rounds half away from zero on the decimal it displays: only the exact
-    # scalar path gets 2.675 -> 2.68. The gradient of a rounded value is zero anyway.
-    digits = _arg(args[1] if len(args) > 1 else None, ctx)
-    return _ROUND.slow([_arg(args[0], ctx), digits], ctx)
 
 
 @excel("SUM", "Math & Trig", args="R")
@@ -263,169 +239,6 @@ def transpose(args: list[Val | None], ctx: Context) -> Val:
     kind = v.kind.transpose(0, 2, 1) if isinstance(v.kind, np.ndarray) else v.kind
     text = v.text.transpose(0, 2, 1) if v.text is not None else None
     return Val(v.num.transpose(1, 2), kind, text)
-
-
-# -- rounding toward or away from zero, to multiples -------------------------------------------
-
-def _fifteen(x: float) -> float:
-    """x to the 15 significant digits Excel keeps (3*3.3 is 9.9, not 9.899999999999999)."""
-    return float(f"{x:.15g}")
-
-
-def _fifteen_t(q: torch.Tensor) -> torch.Tensor:
-    """_fifteen on a tensor (LibreOffice's rtl::math::approxValue): entries too small or too
-    large to scale are left as they are."""
-    a = q.abs()
-    e = torch.floor(torch.log10(torch.where(a > 0, a, torch.ones_like(a))))
-    scale = torch.pow(torch.full_like(a, 10.0), 14.0 - e)
-    r = torch.round(q * scale) / scale
-    return torch.where((a > 0) & torch.isfinite(r), r, q)
-
-
-def _round_toward(x: float, digits: float, away: bool) -> float | CellError:
-    d = int(digits)      # digits are truncated toward zero: ROUNDUP(2.5,-0.5) rounds to units
-    if d < -400:         # past every float's magnitude
-        return 0.0 if not away or x == 0 else NUM_ERR
-    try:
-        q = Decimal(1).scaleb(-d)
-        return float(Decimal(f"{x:.15g}").quantize(q, rounding=ROUND_UP if away else ROUND_DOWN, context=_WIDE))
-    except ArithmeticError:
-        return x         # more digits asked for than the number has (to 15 digits)
-
-
-def _round_toward_t(x: torch.Tensor, digits: torch.Tensor, away: bool) -> torch.Tensor:
-    """_round_toward in torch, for training's forward (eval takes the exact Decimal path).
-    Powers of ten are exact up to 1e22, so scale by 10^d for d >= 0 and divide by 10^-d
-    otherwise; the scaled value is taken to 15 digits too, so 0.3*10 is 3, not 3.0000000000000004."""
-    d = torch.trunc(digits).clamp(-22, 22)
-    big = torch.pow(torch.full_like(d, 10.0), d.abs())
-    a = _fifteen_t(x).abs()
-    y = _fifteen_t(torch.where(d >= 0, a * big, a / big))
-    r = torch.ceil(y) if away else torch.floor(y)
-    return torch.sign(x) * torch.where(d >= 0, r / big, r * big)
-
-
-_ROUNDUP = Elementwise(lambda x, d: _round_toward_t(x, d, True), _safe(lambda x, d: _round_toward(x, d, True)))
-_ROUNDDOWN = Elementwise(lambda x, d: _round_toward_t(x, d, False), _safe(lambda x, d: _round_toward(x, d, False)))
-
-
-def _rounding(args: list[Val | None], ctx: Context, ew: Elementwise) -> Val:
-    # Eval: Decimal arithmetic on 15 digits, exactly as ROUND does. Training: the torch form,
-    # so a rounded cell computed from the parameters is traced rather than frozen (its
-    # gradient is zero either way).
-    vals = [_arg(args[0], ctx), _arg(args[1] if len(args) > 1 else None, ctx)]
-    return ew.slow(vals, ctx) if ctx.checked else ew(vals, ctx)
-
-
-@excel("ROUNDUP", "Math & Trig", min_args=1, max_args=2, differentiable=False)
-def roundup(args: list[Val | None], ctx: Context) -> Val:
-    return _rounding(args, ctx, _ROUNDUP)
-
-
-@excel("ROUNDDOWN", "Math & Trig", min_args=1, max_args=2, differentiable=False)
-def rounddown(args: list[Val | None], ctx: Context) -> Val:
-    return _rounding(args, ctx, _ROUNDDOWN)
-
-
-@excel("TRUNC", "Math & Trig", min_args=1, max_args=2, differentiable=False)
-def trunc(args: list[Val | None], ctx: Context) -> Val:
-    return _rounding(args, ctx, _ROUNDDOWN)
-
-
-def _ceiling_s(x: float, s: float) -> float | CellError:
-    if s == 0:
-        return 0.0
-    if x > 0 and s < 0:
-        return NUM_ERR
-    # A negative multiple rounds away from zero: ceil(x/s)*s with both negative does.
-    return math.ceil(_fifteen(x / s)) * s
-
-
-def _floor_s(x: float, s: float) -> float | CellError:
-    if s == 0:
-        return 0.0 if x == 0 else DIV0
-    if x > 0 and s < 0:
-        return NUM_ERR
-    return math.floor(_fifteen(x / s)) * s
-
-
-def _multiple_t(x: torch.Tensor, s: torch.Tensor, up: torch.Tensor | bool) -> torch.Tensor:
-    """ceil (where `up`) or floor of x/s, times s; 0 where s is 0."""
-    q = _fifteen_t(x / torch.where(s == 0, torch.ones_like(s), s))
-    r = torch.where(torch.as_tensor(up, device=x.device), torch.ceil(q), torch.floor(q)) * s
-    return torch.where(s == 0, torch.zeros_like(r), r)
-
-
-def _unbounded(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    return ~torch.isfinite(x / torch.where(s == 0, torch.ones_like(s), s))
-
-
-_CEILING = Elementwise(lambda x, s: _multiple_t(x, s, True), _safe(_ceiling_s),
-                       domain_error=lambda x, s: ((x > 0) & (s < 0)) | _unbounded(x, s))
-_FLOOR = Elementwise(lambda x, s: _multiple_t(x, s, False), _safe(_floor_s),
-                     domain_error=lambda x, s: ((x > 0) & (s < 0)) | ((s == 0) & (x != 0)) | _unbounded(x, s))
-
-
-def _math_s(x: float, s: float, mode: float, ceiling: bool) -> float:
-    s = abs(s)           # the multiple's sign is ignored; mode picks the direction for x < 0
-    if s == 0:
-        return 0.0
-    q = _fifteen(x / s)
-    flip = x < 0 and mode != 0
-    return (math.ceil(q) if ceiling != flip else math.floor(q)) * s
-
-
-def _math_t(x: torch.Tensor, s: torch.Tensor, mode: torch.Tensor, ceiling: bool) -> torch.Tensor:
-    flip = (x < 0) & (mode != 0)
-    return _multiple_t(x, s.abs(), ~flip if ceiling else flip)
-
-
-_CEILING_MATH = Elementwise(lambda x, s, m: _math_t(x, s, m, True),
-                            _safe(lambda x, s, m: _math_s(x, s, m, True)),
-                            domain_error=lambda x, s, m: _unbounded(x, s))
-_FLOOR_MATH = Elementwise(lambda x, s, m: _math_t(x, s, m, False),
-                          _safe(lambda x, s, m: _math_s(x, s, m, False)),
-                          domain_error=lambda x, s, m: _unbounded(x, s))
-
-
-@excel("CEILING", "Math & Trig", min_args=2, max_args=2, differentiable=False)
-def ceiling(args: list[Val | None], ctx: Context) -> Val:
-    return _CEILING([_arg(args[0], ctx), _arg(args[1], ctx)], ctx)
-
-
-@excel("FLOOR", "Math & Trig", min_args=2, max_args=2, differentiable=False)
-def floor(args: list[Val | None], ctx: Context) -> Val:
-    return _FLOOR([_arg(args[0], ctx), _arg(args[1], ctx)], ctx)
-
-
-def _math_args(args: list[Val | None], ctx: Context) -> list[Val]:
-    """number, significance (omitted: 1), mode (omitted: 0)."""
-    sig = args[1] if len(args) > 1 and args[1] is not None else scalar(1.0, ctx.device)
-    mode = args[2] if len(args) > 2 and args[2] is not None else scalar(0.0, ctx.device)
-    return [_arg(args[0], ctx), sig, mode]
-
-
-@excel("CEILING.MATH", "Math & Trig", min_args=1, max_args=3, differentiable=False)
-def ceiling_math(args: list[Val | None], ctx: Context) -> Val:
-    return _CEILING_MATH(_math_args(args, ctx), ctx)
-
-
-@excel("FLOOR.MATH", "Math & Trig", min_args=1, max_args=3, differentiable=False)
-def floor_math(args: list[Val | None], ctx: Context) -> Val:
-    return _FLOOR_MATH(_math_args(args, ctx), ctx)
-
-
-def _quotient_s(a: float, b: float) -> float | CellError:
-    return DIV0 if b == 0 else float(math.trunc(_fifteen(a / b)))
-
-
-_QUOTIENT = Elementwise(lambda a, b: torch.trunc(_fifteen_t(a / b)), _safe(_quotient_s),
-                        domain_error=lambda a, b: (b == 0) | _unbounded(a, b))
-
-
-@excel("QUOTIENT", "Math & Trig", min_args=2, max_args=2, differentiable=False)
-def quotient(args: list[Val | None], ctx: Context) -> Val:
-    return _QUOTIENT([_arg(args[0], ctx), _arg(args[1], ctx)], ctx)
 
 
 @excel("PI", "Math & Trig", max_args=0, differentiable=False)
