@@ -73,18 +73,30 @@ def test_an_error_met_while_training_is_named(tmp_path):
 
 
 def test_an_interpreted_model_says_so_and_trains(tmp_path):
-    # TEXT then VALUE has no torch form: the interpreter runs it, exactly, and says so.
-    src = _row_workbook(tmp_path / "text.xlsx", '(VALUE(TEXT(A{r}*$C$1,"0.0"))+$C$1*A{r}+$C$2-B{r})^2')
+    # Text cut with LEFT has no torch form: the interpreter runs it, exactly, and says so.
+    src = _row_workbook(tmp_path / "text.xlsx", '(VALUE(LEFT(TEXT(A{r}*$C$1,"0.000"),3))+$C$1*A{r}+$C$2-B{r})^2')
     rc, out, err = run_cli("train", str(src), "--lr", "0.01", "--steps", "20", "-o", str(tmp_path / "t.xlsx"),
                            "--json")
     assert rc == 0, err
     info = json.loads(out)
-    assert info["interpreted"].startswith("model!D1:D6 (=(VALUE(TEXT(A1*$C$1")
+    assert info["interpreted"].startswith("model!D1:D6 (=(VALUE(LEFT(TEXT(A1*$C$1")
     assert "has no torch form for parameter-dependent values" in info["interpreted"]
     rc, out, err = run_cli("verify", str(src), "--json")
     report = json.loads(out)
     assert report["trace"]["traced"] is False and "no torch form" in report["trace"]["reason"]
     assert report["gradients"]["points"] == 3
+
+
+def test_rounding_by_formatting_traces(tmp_path):
+    """VALUE(TEXT(x,"0.0")) is piecewise constant: traced, equal to the sheet's text path."""
+    from xl2nn.api import compile_workbook
+    from xl2nn.compiler.program import Program
+    src = _row_workbook(tmp_path / "fmt.xlsx", '(VALUE(TEXT(A{r}*$C$1,"0.0"))+$C$1*A{r}+$C$2-B{r})^2')
+    c = compile_workbook(src)
+    program = Program(c.model)
+    assert program.fallback == "" and program.check(points=8) == 0.0
+    rc, out, err = run_cli("verify", str(src), "--json")
+    assert rc == 0 and json.loads(out)["trace"]["traced"], err
 
 
 def test_verify_checks_the_trace_and_gradients_at_several_points(tmp_path):

@@ -14,24 +14,11 @@ from torch import fx
 from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing, get_proxy_mode, get_proxy_slot
 from torch.overrides import TorchFunctionMode
 
+from ..functions.tracing import HostRead
+
 _READS = {torch.Tensor.numpy, torch.Tensor.tolist, torch.Tensor.__array__, torch.Tensor.item,
           torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__,
           torch.equal, torch.allclose}
-
-
-class HostRead(RuntimeError):
-    """A parameter-dependent tensor was read on the host while tracing."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
-        self.function: str | None = None     # the innermost Excel function, set by the interpreter
-        self.family: object = None           # the family being computed, set by the model
-
-    def reason(self) -> str:
-        where = f"{self.family.area} (={self.family.formula.lstrip('=')})" if self.family is not None else "a cell"
-        what = f"{self.function} has" if self.function else "an operator has"
-        return f"{where}: {what} no torch form for parameter-dependent values here"
 
 
 class HostReadGuard(TorchFunctionMode):

@@ -14,6 +14,7 @@ import torch
 
 from ..formula.ast import ArrayLit, Binary, Boolean, Call, ErrorLit, Missing, Node, Number, Ref, Text, Unary
 from ..functions import FUNCTIONS, binary, unary
+from ..functions.rounding import fixed_decimals, text_value_t
 from ..functions.values import NUM, Val, from_objects, scalar, to_objects
 from ..cells import CellError
 from .hostread import HostRead
@@ -54,6 +55,10 @@ def _evaluate(node: Node, ctx: EvalContext) -> Val:
         fn = FUNCTIONS.get(node.name)
         if fn is None:
             raise KeyError(node.name)   # compile() reports these before evaluating anything
+        if node.name == "VALUE" and not ctx.checked:
+            shown = _text_round_trip(node, ctx)
+            if shown is not None:
+                return shown
         args = [None if isinstance(a, Missing) else evaluate(a, ctx, keep_poison=(i == 0 and fn.name == "IF"))
                 for i, a in enumerate(node.args)]
         if not fn.min_args <= len(args) <= fn.max_args:
@@ -64,6 +69,19 @@ def _evaluate(node: Node, ctx: EvalContext) -> Val:
             exc.function = exc.function or node.name
             raise
     return _literal(node, ctx)
+
+
+def _text_round_trip(node: Call, ctx: EvalContext) -> Val | None:
+    """VALUE(TEXT(x, "0.00")) of numbers, in unchecked runs (training): its torch form, so
+    that rounding by formatting traces. Eval and verify take the text path, exactly."""
+    arg = node.args[0] if len(node.args) == 1 else None
+    if not (isinstance(arg, Call) and arg.name == "TEXT" and len(arg.args) == 2 and isinstance(arg.args[1], Text)):
+        return None
+    decimals = fixed_decimals(arg.args[1].value)
+    if decimals is None:
+        return None
+    x = evaluate(arg.args[0], ctx)
+    return Val(text_value_t(x.num, decimals), NUM) if x.uniform() == NUM else None
 
 
 def _finite(v: Val, ctx: EvalContext) -> Val:

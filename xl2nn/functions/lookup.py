@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from ..compiler.hostread import HostRead
+from .tracing import HostRead
 from . import lookup_torch
 from .registry import Context, argument, excel
 from .values import (BOOL, EMPTY, ERROR, NA, NUM, REF, TEXT, VALUE, Val, fit, to_bool,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..compiler.hostread import HostRead
+from .tracing import HostRead
 from .values import BOOL, EMPTY, NUM, Val
 
 EXACT = 0

@@ -18,6 +18,7 @@ scalar path; training does too for constant digits (see _by_digits).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Context as DecimalContext, Decimal
 from fractions import Fraction
@@ -25,7 +26,7 @@ from fractions import Fraction
 import torch
 
 from ..cells import CellError
-from ..compiler.hostread import HostRead
+from .tracing import HostRead
 from .math import _arg, _safe
 from .registry import Context, Elementwise, excel
 from .values import DIV0, NUM_ERR, Val, fit, scalar
@@ -377,3 +378,34 @@ _QUOTIENT = Elementwise(lambda a, b: _int15(a / b, False), _safe(_quotient_s),
 @excel("QUOTIENT", "Math & Trig", min_args=2, max_args=2, differentiable=False)
 def quotient(args: list[Val | None], ctx: Context) -> Val:
     return _exactly(_QUOTIENT, [_arg(args[0], ctx), _arg(args[1], ctx)], ctx, _huge)
+
+
+# -- VALUE(TEXT(x, "0.00")): what the number shows, read back --------------------------------------
+# A sheet that rounds by formatting (=VALUE(TEXT(x,"0.00")), --TEXT(x,"0.0")) computes a
+# piecewise-constant function of x: TEXT writes x's 15 significant digits rounded half up to
+# the format's decimals. For plain fixed formats it has this torch form; the interpreter uses
+# it in unchecked runs (training), so such a model traces instead of reading text on the host.
+FIXED_FORMAT = re.compile(r"^[#,]*0(?:\.(0{1,7}))?$")
+_TEXT_LIMIT = 1e37          # _fifteen_digits is exact below this; above, an error (NaN), not a guess
+
+
+def fixed_decimals(fmt: str) -> int | None:
+    """The decimals of a plain fixed format ("0", "0.00", "#,##0.0"), else None."""
+    m = FIXED_FORMAT.match(fmt)
+    return None if m is None else len(m.group(1) or "")
+
+
+def text_value_t(x: torch.Tensor, decimals: int) -> torch.Tensor:
+    """VALUE(TEXT(x, fixed format with `decimals` places)) for numbers x, zero gradient."""
+    a = x.detach().abs()
+    n, k = _fifteen_digits(torch.where(a == 0, torch.ones_like(a), a))
+    d = torch.full_like(a, float(decimals))
+    j = k - d                                         # digits of N past the last decimal shown
+    pj = _pow10(j.clamp(0, 15))
+    rem = torch.fmod(n, pj)
+    kept = (n - rem) / pj + (rem >= pj / 2).to(a.dtype)          # half up, on the digits shown
+    kept = torch.where(j > 15, torch.zeros_like(kept), kept)       # every digit past: below half
+    r = torch.where(j <= 0, _scale(n, -k), _scale(kept, -d))
+    r = torch.where(a == 0, a, r)
+    r = torch.where(a >= _TEXT_LIMIT, torch.full_like(r, float("nan")), r)
+    return _signed(r, x, x)
