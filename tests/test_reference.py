@@ -83,7 +83,10 @@ def test_verify_passes(reference, sheet):
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] and report["gradients"]["ok"]
-    assert len(report["gradients"]["checks"]) == {"linear": 10, "nnet": 20, "mmult": 20}[sheet]
+    # every parameter, at the workbook's weights and at two perturbations of them
+    assert report["gradients"]["points"] == 3
+    assert len(report["gradients"]["checks"]) == 3 * {"linear": 10, "nnet": 20, "mmult": 20}[sheet]
+    assert report["trace"]["traced"] and report["trace"]["ok"]
 
 
 def test_verify_names_an_altered_cached_value(reference, tmp_path):
