@@ -315,8 +315,9 @@ def check_workbook(path: Path, formula: str, points: int = 6) -> str:
         if program.full is not None:
             got_t, grad_t = _value_grad(program.forward, model)
             assert close(got_t, want, 1e-11), f"traced {got_t} vs sheet {want}: {where}"
+            assert close(got_t, got_i, RTOL), f"traced {got_t} vs interpreter {got_i}: {where}"
             if grad_i is not None and grad_t is not None:
-                bad = [(a, b) for a, b in zip(grad_t, grad_i) if not close(float(a), float(b), 1e-10)
+                bad = [(a, b) for a, b in zip(grad_t, grad_i) if not close(float(a), float(b), RTOL)
                        and not (math.isnan(a) and math.isnan(b))]
                 assert not bad, f"traced gradient {grad_t} vs interpreter {grad_i}: {where}"
         if grad_i is not None and np.all(np.isfinite(grad_i)):
