@@ -81,9 +81,12 @@ def test_an_interpreted_model_says_so_and_trains(tmp_path):
     info = json.loads(out)
     assert info["interpreted"].startswith("model!D1:D6 (=(VALUE(LEFT(TEXT(A1*$C$1")
     assert "has no torch form for parameter-dependent values" in info["interpreted"]
+    assert info["program"] == "mixed"       # D1:D6 interpreted, the mean over it traced
     rc, out, err = run_cli("verify", str(src), "--json")
     report = json.loads(out)
-    assert report["trace"]["traced"] is False and "no torch form" in report["trace"]["reason"]
+    trace = report["trace"]
+    assert trace["mode"] == "mixed" and not trace["traced"] and "no torch form" in trace["reason"]
+    assert trace["ok"] and trace["points"] == 4 and trace["max_rel"] == 0.0
     assert report["gradients"]["points"] == 3
 
 
@@ -104,9 +107,47 @@ def test_verify_checks_the_trace_and_gradients_at_several_points(tmp_path):
     rc, out, err = run_cli("verify", str(src), "--json")
     assert rc == 0, err
     report = json.loads(out)
-    assert report["trace"] == {"traced": True, "reason": "", "points": 4, "max_rel": 0.0, "ok": True}
+    assert report["trace"] == {"traced": True, "reason": "", "points": 4, "max_rel": 0.0, "mode": "traced",
+                               "ok": True}
     assert report["gradients"]["points"] == 3
     assert sorted({c["point"] for c in report["gradients"]["checks"]}) == [0, 1, 2]
     rc, out, err = run_cli("verify", str(src))
     assert "traced program vs interpreter\n  ok   4 weight points  max rel 0" in out
     assert "2 parameters at 3 weight points" in out
+
+
+def test_mixed_mode_interprets_only_the_family_without_a_torch_form(tmp_path):
+    """A per-row layer, then a family with text functions, then more layers: only the text
+    family runs in the interpreter; the runs before and after it are traced segments."""
+    import torch
+
+    from xl2nn.api import compile_workbook
+    from xl2nn.compiler.program import Program
+    rows: list[list[object]] = [[x, 2.0 * x + 1] for x in XS]
+    rows[0] += [0.3]
+    rows[1] += [0.7]
+    f = {}
+    for r in range(1, 7):
+        f[f"D{r}"] = f"=IF(A{r}*$C$1+$C$2<0,0,A{r}*$C$1+$C$2)"            # traced
+        f[f"E{r}"] = f'=VALUE(LEFT(TEXT(D{r}*$C$1,"0.000"),4))'           # interpreted
+        f[f"G{r}"] = f"=(D{r}+E{r}-B{r})^2"                                 # traced
+    f["F1"] = "=AVERAGE(G1:G6)"
+    src = solver_workbook(tmp_path / "mixed.xlsx", rows, f, "$C$1:$C$2", "$F$1")
+    c = compile_workbook(src)
+    program = Program(c.model)
+    assert program.mode == "mixed" and program.fallback.startswith("model!E1:E6 (=VALUE(LEFT(TEXT(")
+    kinds = [("traced" if s.program is not None else "interpreted", [st.family.area for st in s.steps])
+             for s in program.segments]
+    assert [k for k, _ in kinds] == ["traced", "interpreted", "traced"]
+    assert [str(a) for a in kinds[1][1]] == ["model!E1:E6"]
+    for scale in (1.0, 0.5, -1.3, 2.0):
+        with torch.no_grad():
+            for w in c.model.weights.values():
+                w.mul_(scale)
+        got = program()
+        (g_got,) = torch.autograd.grad(got, list(c.model.weights.values()))
+        want = c.model()
+        (g_want,) = torch.autograd.grad(want, list(c.model.weights.values()))
+        assert float(got) == float(want) and torch.equal(g_got, g_want)
+    rc, out, err = run_cli("train", str(src), "--lr", "0.01", "--steps", "30", "-o", str(tmp_path / "m.xlsx"))
+    assert rc == 0 and "interpreted in part (exact; these cells slower, the rest traced): model!E1:E6" in out, err

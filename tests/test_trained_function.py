@@ -306,13 +306,13 @@ def check_workbook(path: Path, formula: str, points: int = 6) -> str:
         if isinstance(want, CellError):
             # The sheet gives an error: ours must not be a valid number either.
             assert not math.isfinite(got_i), f"interpreter {got_i} where the sheet is {want}: {where}"
-            if program.full is not None:
+            if program.mode != "interpreted":
                 got_t = float(program.forward().detach())
                 assert not math.isfinite(got_t), f"traced {got_t} where the sheet is {want}: {where}"
             continue
         assert isinstance(want, float), f"the sheet's objective is {want!r}: {where}"
         assert close(got_i, want, 1e-11), f"interpreter {got_i} vs sheet {want}: {where}"
-        if program.full is not None:
+        if program.mode != "interpreted":
             got_t, grad_t = _value_grad(program.forward, model)
             assert close(got_t, want, 1e-11), f"traced {got_t} vs sheet {want}: {where}"
             assert close(got_t, got_i, RTOL), f"traced {got_t} vs interpreter {got_i}: {where}"
@@ -322,7 +322,7 @@ def check_workbook(path: Path, formula: str, points: int = 6) -> str:
                 assert not bad, f"traced gradient {grad_t} vs interpreter {grad_i}: {where}"
         if grad_i is not None and np.all(np.isfinite(grad_i)):
             _check_finite_differences(model, w, grad_i, where)
-    return "traced" if program.full is not None else program.fallback
+    return program.mode if program.mode == "traced" else program.fallback
 
 
 def _check_finite_differences(model, w: dict[str, np.ndarray], grad: np.ndarray, where: str) -> None:

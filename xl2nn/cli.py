@@ -290,11 +290,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"       {g.cell} ({g.label}) at point {g.point}: autograd {g.autograd:.10g} vs "
                       f"{g.finite_difference:.10g}")
     if trace is not None:
-        if trace.traced:
-            print(f"traced program vs interpreter\n  {'ok  ' if trace.ok else 'FAIL'} {trace.points} weight points"
-                  f"  max rel {trace.max_rel:.3g}")
-        else:
+        if trace.mode == "interpreted":
             print(f"traced program: none, train runs the interpreter (exact, slower): {trace.reason}")
+        else:
+            part = "" if trace.traced else " (these cells interpreted, the rest traced: " + trace.reason + ")"
+            print(f"traced program vs interpreter{part}\n  {'ok  ' if trace.ok else 'FAIL'} {trace.points} "
+                  f"weight points  max rel {trace.max_rel:.3g}")
     if hand is not None:
         print("\n".join(report_lines(hand)))
     print("verify: " + ("passed" if ok else "FAILED"))
@@ -383,6 +384,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "stale_inputs": written.stale_inputs, "warnings": warnings,
         "got_worse": result.worse, "relu_units": result.relu_units,
         "inactive_relu_units": result.inactive or [], "interpreted": result.interpreted,
+        "program": result.mode,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -401,7 +403,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"time      {result.seconds:.2f} s training ({rate:,.0f} steps/s), "
           f"{summary['total_seconds']:.2f} s in all")
     if result.interpreted:
-        print(f"          interpreted, not traced (exact, slower): {result.interpreted}")
+        how = "interpreted in part (exact; these cells slower, the rest traced)" if result.mode == "mixed" \
+            else "interpreted, not traced (exact, slower)"
+        print(f"          {how}: {result.interpreted}")
     n_rows = len(sheet.rows)
     every = "every step" if result.log_every == 1 else f"every {result.log_every} steps"
     print(f"wrote     {out}  ({written.cells_written:,} cells; trace sheet {sheet.name!r}: "

@@ -80,7 +80,8 @@ class TrainResult:
     worse: bool = False               # the objective ended further from its goal than it started
     inactive: list[str] | None = None  # ReLU units that output 0 on every row at the end
     relu_units: int = 0               # how many ReLU units there are in all
-    interpreted: str = ""             # why the interpreter ran instead of the traced program
+    interpreted: str = ""             # which cells ran in the interpreter, and why
+    mode: str = "traced"              # the program: traced, mixed (some families interpreted), interpreted
 
     def hint(self, lr: float) -> str:
         """What to say when training made things worse, '' when it did not."""
@@ -158,7 +159,7 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
             gen.set_state(start[1])
             _run(model, program, params, opts, gen, batch, per_epoch, exc.step, exc.step, None)
             raise exc from None          # not reached: _run ends in the explained error
-        result.interpreted = program.fallback
+        result.interpreted, result.mode = program.fallback, program.mode
         return result
     finally:
         torch.set_num_threads(threads)

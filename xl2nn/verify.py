@@ -206,16 +206,17 @@ def _point_checks(model: CompiledModel, point: int) -> list[GradCheck]:
 
 @dataclass
 class TraceCheck:
-    """The traced program (what train runs and export writes) against the interpreter."""
+    """The program train runs (and export writes, when wholly traced) against the interpreter."""
 
     traced: bool
-    reason: str = ""           # why not traced: the model runs in the interpreter
+    reason: str = ""           # why not wholly traced: which cells run in the interpreter
     points: int = 0
     max_rel: float = 0.0
+    mode: str = "traced"       # traced, mixed (some families interpreted) or interpreted
 
     @property
     def ok(self) -> bool:
-        return not self.traced or self.max_rel <= TRACE_RTOL
+        return self.mode == "interpreted" or self.max_rel <= TRACE_RTOL
 
 
 TRACE_RTOL = 1e-12
@@ -225,9 +226,9 @@ TRACE_POINTS = 4
 def check_trace(model: CompiledModel, points: int = TRACE_POINTS) -> TraceCheck:
     from .compiler.program import Program
     program = Program(model)
-    if program.full is None:
-        return TraceCheck(False, program.fallback)
-    return TraceCheck(True, "", points, program.check(points=points))
+    if program.mode == "interpreted":
+        return TraceCheck(False, program.fallback, mode="interpreted")
+    return TraceCheck(program.mode == "traced", program.fallback, points, program.check(points=points), program.mode)
 
 
 def as_dict(obj) -> dict:

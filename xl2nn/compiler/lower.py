@@ -74,6 +74,14 @@ class _Step:
     family: Family
     plans: dict[Ref, _Plan]
 
+    def producers(self) -> set[int]:
+        """The families and parameters whose outputs this step reads."""
+        out: set[int] = set()
+        for plan in self.plans.values():
+            if plan.const is None:
+                out.update(plan.sources if plan.sources is not None else [plan.producer])
+        return out
+
 
 class CompiledModel(nn.Module):
     """The workbook's model. forward() returns the objective cell's value.
@@ -197,8 +205,23 @@ class CompiledModel(nn.Module):
         return list(self.param_areas.values())[pid - n].size
 
     def forward(self) -> torch.Tensor:
-        outs: dict[int, torch.Tensor] = {pid: self.weights[name].reshape(-1) for name, pid in self._pid.items()}
-        for step in self._steps:
+        outs = self.initial_outs()
+        self.run_steps(outs, self._steps)
+        self.outputs = outs
+        return self.objective_of(outs)
+
+    @property
+    def steps(self) -> list[_Step]:
+        """The parameter-dependent families in evaluation order, one step each."""
+        return list(self._steps)
+
+    def initial_outs(self) -> dict[int, torch.Tensor]:
+        """The outputs before any step: each parameter range, flat."""
+        return {pid: self.weights[name].reshape(-1) for name, pid in self._pid.items()}
+
+    def run_steps(self, outs: dict[int, torch.Tensor], steps: list[_Step]) -> None:
+        """Evaluate `steps`, reading and writing their outputs in `outs`."""
+        for step in steps:
             ctx = EvalContext(resolve=lambda ref, s=step: s.plans[ref].read(outs), device=self.device_,
                               checked=False, literals=self._literals)
             with self._origin(step.family):
@@ -211,7 +234,12 @@ class CompiledModel(nn.Module):
                     raise UnsupportedFormula(f"{self.workbook.path}: {step.family.area} "
                                              f"({step.family.formula}): {exc}") from None
                 outs[step.family.id] = _flat_output(step.family, v)
-        self.outputs = outs
+
+    @property
+    def objective_family(self) -> int:
+        return self._objective[0]
+
+    def objective_of(self, outs: dict[int, torch.Tensor]) -> torch.Tensor:
         fid, local = self._objective
         if self._constant_objective:
             sheet, row, col = self.spec.objective

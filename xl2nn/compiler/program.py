@@ -8,10 +8,11 @@ and training runs that graph.
 
 The trace is right by construction: while it runs, `HostReadGuard` refuses every read of a
 parameter-dependent number into Python or NumPy (a function with no torch form for it), so
-nothing that depends on the weights can be frozen into a constant. A model that needs such a
-read runs in the interpreter instead, which recomputes every cell on every call; `fallback`
-says which cells and function. `check()` compares the two at several weight points: verify
-and the tests call it, nothing depends on it.
+nothing that depends on the weights can be frozen into a constant. A family that needs such a
+read runs in the interpreter inside the program (mixed mode): the families before and after it
+are traced segments, so the model is exact and only that family is slow; `fallback` says which
+cells and function. `check()` compares the program with the interpreter at several weight
+points: verify and the tests call it, nothing depends on it.
 """
 from __future__ import annotations
 
@@ -45,12 +46,20 @@ class Program(nn.Module):
         self.full: fx.GraphModule | None = None
         self.fallback = ""          # why the interpreter runs instead (empty: the trace runs)
         self.compiled = False       # torch.compile'd (see compile())
+        self.segments: list[Segment] | None = None    # mixed mode: traced and interpreted runs
         try:
             self.full = optimise(_trace(model, None))
         except HostRead as exc:     # a function with no torch form on the parameter path
             self.fallback = exc.reason()
+            self.segments = _segments(model, exc)
         except Exception as exc:    # a construct the tracer cannot follow: interpret instead
             self.fallback = f"not traceable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        self._segment_modules = nn.ModuleList([s.program for s in self.segments or [] if s.program is not None])
+
+    @property
+    def mode(self) -> str:
+        """'traced', 'mixed' (some families interpreted) or 'interpreted'."""
+        return "traced" if self.full is not None else "mixed" if self.segments else "interpreted"
 
     @property
     def traced(self) -> bool:
@@ -62,10 +71,22 @@ class Program(nn.Module):
 
     def forward(self) -> torch.Tensor:
         if self.full is None:
-            return self.model()
+            return self.model() if self.segments is None else self._mixed()
         if self.compiled:
             return self._full_compiled(*self._weights())
         return self.full.forward(*self._weights())   # no hooks: skip Module.__call__
+
+    def _mixed(self) -> torch.Tensor:
+        model = self.model
+        outs = model.initial_outs()
+        weights = self._weights()
+        for seg in self.segments or []:
+            if seg.program is None:
+                model.run_steps(outs, seg.steps)
+            else:
+                got = seg.program.forward(*weights, *[outs[i] for i in seg.inputs])
+                outs.update(zip(seg.outputs, got))
+        return model.objective_of(outs)
 
     def compile(self) -> str:
         """Run the traced programs through torch.compile from now on (fused kernels: ~30% off
@@ -107,7 +128,7 @@ class Program(nn.Module):
         """Largest relative difference to the interpreter, at the current weights and at
         `points - 1` random perturbations of them; the weights are left as they were."""
         worst = 0.0
-        if self.full is None:
+        if self.mode == "interpreted":
             return worst
         generator = generator or torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -121,7 +142,7 @@ class Program(nn.Module):
                         b = float(self.model())
                     except UnsupportedFormula:      # ISNA of a computed error: nothing to compare
                         continue
-                    a = float(self.full(*self._weights()))
+                    a = float(self.forward())
                     if math.isnan(a) != math.isnan(b):      # an error on one side only
                         worst = math.inf
                     elif a != b and not math.isnan(a):
@@ -136,6 +157,84 @@ class Program(nn.Module):
         if self.full is None:
             return 0
         return sum(1 for n in self.full.graph.nodes if n.op == "call_function" and n.target not in FREE)
+
+
+class Segment:
+    """A run of steps: traced into `program` (inputs: the weights, then the outputs of earlier
+    families it reads; outputs: its families' outputs read later), or interpreted (None)."""
+
+    def __init__(self, steps: list, program: fx.GraphModule | None = None, inputs: list[int] | None = None,
+                 outputs: list[int] | None = None) -> None:
+        self.steps = steps
+        self.program = program
+        self.inputs = inputs or []
+        self.outputs = outputs or []
+
+
+def _segments(model: CompiledModel, first: HostRead) -> list[Segment] | None:
+    """Mixed mode: the families that need the interpreter (found one trace at a time) run
+    there; the runs between them are traced. None if even that cannot be traced."""
+    steps = model.steps
+    interpreted = {first.family.id} if first.family is not None else set()
+    for _ in range(len(steps)):
+        try:
+            return _build_segments(model, steps, interpreted)
+        except HostRead as exc:
+            if exc.family is None or exc.family.id in interpreted:
+                return None
+            interpreted.add(exc.family.id)
+        except Exception:
+            return None
+    return None
+
+
+def _build_segments(model: CompiledModel, steps: list, interpreted: set[int]) -> list[Segment]:
+    runs: list[list] = []
+    for step in steps:
+        alone = step.family.id in interpreted
+        if alone or not runs or runs[-1][0].family.id in interpreted:
+            runs.append([step])
+        else:
+            runs[-1].append(step)
+    read_later: list[set[int]] = [set() for _ in runs]
+    needed = {model.objective_family}
+    for k in range(len(runs) - 1, -1, -1):
+        read_later[k] = set(needed)
+        for step in runs[k]:
+            needed |= step.producers()
+    n_params = set(model.initial_outs())
+    segments = []
+    for k, run in enumerate(runs):
+        ids = [s.family.id for s in run]
+        if run[0].family.id in interpreted:
+            segments.append(Segment(run))
+        else:
+            inputs = sorted({p for s in run for p in s.producers()} - set(ids) - n_params)
+            outputs = [i for i in ids if i in read_later[k]]
+            segments.append(Segment(run, optimise(_trace_steps(model, run, inputs, outputs)), inputs, outputs))
+    return segments
+
+
+def _trace_steps(model: CompiledModel, run: list, inputs: list[int], outputs: list[int]) -> fx.GraphModule:
+    names = list(model.weights.keys())
+
+    def segment(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ws = {"weights." + n: w for n, w in zip(names, args)}
+        with _reparametrize_module(model, ws):
+            outs = model.initial_outs()
+            outs.update(zip(inputs, args[len(names):]))
+            model.run_steps(outs, run)
+            return tuple(outs[i] for i in outputs)
+
+    with torch.no_grad():           # example inputs: the earlier families at the current weights
+        model()
+    example = [model.weights[n].detach() for n in names] + [model.outputs[i].detach() for i in inputs]
+    model.tracing = True
+    try:
+        with fx_traceback.preserve_node_meta(), HostReadGuard():
+            return make_fx(segment)(*example)
+    finally:
+        model.tracing = False
 
 
 def _trace(model: CompiledModel, index: torch.Tensor | None) -> fx.GraphModule:
