@@ -47,7 +47,7 @@ def test_exported_source_prints_the_objective_without_xl2nn(reference, tmp_path,
     rc, _, err = xl2nn(capsys, "export", str(reference), "--sheet", sheet, "-o", str(out))
     assert rc == 0, err
     text = out.read_text()
-    assert "xl2nn" not in "".join(l for l in text.splitlines() if l.startswith(("import", "from")))
+    assert "xl2nn" not in "".join(line for line in text.splitlines() if line.startswith(("import", "from")))
     assert f"# {sheet}!" in text                                   # lines name their cells
     want = float(compile_workbook(reference, sheet=sheet).model().detach())
     got = float(run_without_xl2nn(out))

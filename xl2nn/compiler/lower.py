@@ -267,9 +267,6 @@ class CompiledModel(nn.Module):
     def op_families(self) -> list[Family]:
         return [s.family for s in self._steps]
 
-    def named_weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in self.weights.items()}
-
 
 def _decomposition(fam: Family, steps: list[_Step], grids: Grids):
     """((step, ref, n), None) when the objective is AVERAGE/SUM/SUMSQ of one range of plain

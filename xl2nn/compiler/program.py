@@ -24,13 +24,10 @@ from torch import fx, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
 
-from .hostread import HostRead, HostReadGuard
 from ..errors import UnsupportedFormula
+from .hostread import HostRead, HostReadGuard
 from .lower import CompiledModel
 from .rewrites import FREE, optimise
-
-# Two results this far apart (relative) mean the trace did not capture the interpreter.
-TRACE_RTOL = 1e-9
 
 
 class Program(nn.Module):
@@ -41,7 +38,7 @@ class Program(nn.Module):
         self.model = model
         self.names = list(model.weights.keys())
         self._batches = nn.ModuleDict()      # one traced program per batch size ...
-        self._untraced: set[str] = set()     # ... or, where its trace was wrong, the interpreter
+        self._untraced: set[str] = set()     # ... or, where it cannot be traced, the interpreter
         self._batches_compiled: dict[str, object] = {}
         self.full: fx.GraphModule | None = None
         self.fallback = ""          # why the interpreter runs instead (empty: the trace runs)
@@ -229,12 +226,7 @@ def _trace_steps(model: CompiledModel, run: list, inputs: list[int], outputs: li
     with torch.no_grad():           # example inputs: the earlier families at the current weights
         model()
     example = [model.weights[n].detach() for n in names] + [model.outputs[i].detach() for i in inputs]
-    model.tracing = True
-    try:
-        with fx_traceback.preserve_node_meta(), HostReadGuard():
-            return make_fx(segment)(*example)
-    finally:
-        model.tracing = False
+    return _guarded_trace(model, segment, example)
 
 
 def _trace(model: CompiledModel, index: torch.Tensor | None) -> fx.GraphModule:
@@ -248,12 +240,17 @@ def _trace(model: CompiledModel, index: torch.Tensor | None) -> fx.GraphModule:
     inputs = [model.weights[n].detach() for n in names]
     if index is not None:
         inputs.append(index)
+    return _guarded_trace(model, run, inputs)
+
+
+def _guarded_trace(model: CompiledModel, fn, inputs: list[torch.Tensor]) -> fx.GraphModule:
+    """make_fx of fn, each op annotated with its cells, any host read of an input refused."""
     model.tracing = True
     try:
         with fx_traceback.preserve_node_meta(), HostReadGuard():
-            return make_fx(run)(*inputs)
+            return make_fx(fn)(*inputs)
     finally:
         model.tracing = False
 
 
-__all__ = ["Program", "TRACE_RTOL"]
+__all__ = ["Program", "Segment"]

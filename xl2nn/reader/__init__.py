@@ -2,4 +2,4 @@
 from .workbook import DefinedName, Formula, Sheet, Table, Workbook
 from .xlsx import prefetch, read_workbook
 
-__all__ = ["DefinedName", "Formula", "Sheet", "Table", "Workbook", "read_workbook"]
+__all__ = ["DefinedName", "Formula", "Sheet", "Table", "Workbook", "prefetch", "read_workbook"]

@@ -18,13 +18,6 @@ class Table:
     header_rows: int = 1
     totals_rows: int = 0
 
-    def column_index(self, name: str) -> int | None:
-        low = name.lower()
-        for i, col in enumerate(self.columns):
-            if col.lower() == low:
-                return i
-        return None
-
     @property
     def data_rows(self) -> tuple[int, int]:
         return self.area.r1 + self.header_rows, self.area.r2 - self.totals_rows
