@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,15 +31,19 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def load(path: str | os.PathLike[str]) -> tuple[Workbook, Graph]:
-    wb = read_workbook(path)
+    wb = read_workbook(_path(path, "path"))
     return wb, build_graph(wb)
 
 
-def compile_workbook(path: str | os.PathLike[str], sheet: str | None = None, params: str | None = None,
-                     loss: str | None = None, device: str | torch.device = "cpu") -> Compiled:
-    """Read a workbook and compile its (Solver) model to a torch module."""
+def compile_workbook(path: str | os.PathLike[str], sheet: str | None = None,
+                     params: str | Sequence[str] | None = None, loss: str | None = None,
+                     device: str | torch.device = "cpu") -> Compiled:
+    """Read a workbook and compile its (Solver) model to a torch module.
+
+    params: ranges as the CLI takes them ("B24:C26,B5:E7") or as a list (["B24:C26", "B5:E7"]).
+    """
     wb, graph = load(path)
-    spec = find_model(wb, sheet, params, loss)
+    spec = find_model(wb, _text(sheet, "sheet"), _ranges(params, "params"), _text(loss, "loss"))
     dev = device if isinstance(device, torch.device) else pick_device(device)
     return Compiled(wb, graph, spec, compile_model(wb, graph, spec, dev))
 
@@ -46,6 +51,28 @@ def compile_workbook(path: str | os.PathLike[str], sheet: str | None = None, par
 def weights(compiled: Compiled) -> dict[str, np.ndarray]:
     """The parameter values by name (as every export format names them), float64 arrays."""
     return {name: t.numpy() for name, t in state_dict(compiled.model).items()}
+
+
+def _path(value: object, name: str) -> str | os.PathLike[str]:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or a pathlib.Path, not {type(value).__name__}")
+    return value
+
+
+def _text(value: object, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _ranges(value: object, name: str) -> str | None:
+    """'A1:B2,C3' or ['A1:B2', 'C3'] -> 'A1:B2,C3'."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise TypeError(f"{name} must be a str like 'B24:C26,B5:E7' or a list of such ranges, "
+                    f"not {type(value).__name__}")
 
 
 def recalculate_workbook(path: str | os.PathLike[str]) -> tuple[Workbook, Graph, Recalc]:
