@@ -29,3 +29,13 @@ def unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     inverse = np.empty(len(x), np.int64)
     inverse[order] = group
     return s[start], inverse
+
+
+def grown(a: np.ndarray, rows: int, cols: int, fill: object) -> np.ndarray:
+    """`a` enlarged to at least rows×cols, the new entries `fill`; `a` itself when it is that big."""
+    h, w = a.shape
+    if rows <= h and cols <= w:
+        return a
+    out = np.full((max(h, rows), max(w, cols)), fill, dtype=a.dtype)
+    out[:h, :w] = a
+    return out

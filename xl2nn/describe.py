@@ -10,6 +10,7 @@ from .compiler.lower import CompiledModel
 from .formula.ast import Binary, Call, Node, Number, Ref, walk
 from .functions import FUNCTIONS
 from .ir.families import Family
+from .ir.patterns import is_relu
 
 
 def layer_name(fam: Family, model: CompiledModel) -> str:
@@ -91,21 +92,6 @@ def _shape(plan) -> tuple[int, ...]:
     if plan.view is not None:
         return tuple(plan.view[0])
     return tuple(plan.index.shape)
-
-
-def is_relu(node: Node) -> bool:
-    # IF(x<0,0,x), IF(x>0,x,0), MAX(0,x), MAX(x,0)
-    if isinstance(node, Call) and node.name == "IF" and len(node.args) == 3:
-        c, a, b = node.args
-        if isinstance(c, Binary) and isinstance(c.right, Number) and c.right.value == 0:
-            x = c.left
-            if c.op in ("<", "<=") and a == Number(0.0) and b == x:
-                return True
-            if c.op in (">", ">=") and a == x and b == Number(0.0):
-                return True
-    if isinstance(node, Call) and node.name == "MAX" and len(node.args) == 2:
-        return Number(0.0) in node.args
-    return False
 
 
 class _OpCounter(TorchFunctionMode):

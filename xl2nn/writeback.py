@@ -11,7 +11,7 @@ import numpy as np
 from .cells import Area, CellValue
 from .compiler.grid import Recalc, recalculate
 from .errors import BadInput
-from .ir.graph import Graph, reads_any
+from .ir.graph import Graph
 from .ooxml import M, ZIP_ERRORS, parse_xml, read_part, workbook_part
 from .reader.workbook import Workbook
 from .functions.values import NUM
@@ -88,12 +88,7 @@ def free_sheet_name(taken: Sequence[str], base: str) -> str:
 
 def parameter_dependents(graph: Graph, params: Sequence[Area]) -> set[int]:
     """Families whose value depends on the parameter cells, directly or through others."""
-    out: set[int] = set()
-    for fid in graph.order:
-        fam = graph.families[fid]
-        if fam.deps & out or reads_any(fam, list(params)):
-            out.add(fid)
-    return out
+    return graph.dependents(graph.reading(list(params)))
 
 
 def parameter_cells(areas: Mapping[str, Area], weights: Mapping[str, np.ndarray]
@@ -122,10 +117,7 @@ def write_trained(src: Path, dst: Path, wb: Workbook, graph: Graph,
     recalc = recalculate(wb, graph, overrides=values)
     depends = parameter_dependents(graph, params)
     kept = {f for f in recalc.skipped if f in depends}
-    tainted: set[int] = set()
-    for fid in graph.order:
-        if fid not in kept and graph.families[fid].deps & (kept | tainted):
-            tainted.add(fid)
+    tainted = graph.dependents(kept) - kept
     written = write_recalculated(src, dst, wb, graph, recalc, extra=values, new_sheets=new_sheets,
                                  recalc_on_open=True)
     return TrainedWrite(written, recalc, [f"{graph.families[f].area} ({recalc.skipped[f]})" for f in sorted(kept)],

@@ -11,6 +11,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from ..arrays import grown
 from ..cells import MAX_COL, MAX_ROW, CellError, CellValue, cell_name
 from ..errors import UnsupportedFormula
 from ..formula.ast import Ref, refs
@@ -87,14 +88,8 @@ class Grids:
 
     def set_number(self, sheet: str, row: int, col: int, value: float) -> None:
         """Put a number into a (constant) cell, growing the sheet's arrays if the cell lies outside."""
-        h, w = self.num[sheet].shape
-        if row >= h or col >= w:
-            nh, nw = max(h, row + 1), max(w, col + 1)
-            for grid, fill in ((self.num, 0.0), (self.kind, EMPTY), (self.text, None)):
-                old = grid[sheet]
-                new = np.full((nh, nw), fill, dtype=old.dtype)
-                new[:h, :w] = old
-                grid[sheet] = new
+        for grid, fill in ((self.num, 0.0), (self.kind, EMPTY), (self.text, None)):
+            grid[sheet] = grown(grid[sheet], row + 1, col + 1, fill)
         self.num[sheet][row, col] = float(value)
         self.kind[sheet][row, col] = NUM
         self.text[sheet][row, col] = None

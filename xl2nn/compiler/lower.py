@@ -26,7 +26,7 @@ from ..formula.ast import Call, Ref, refs
 from ..functions import VOLATILE
 from ..functions.values import NUM, Val
 from ..ir.families import Family
-from ..ir.graph import Graph, reads_any
+from ..ir.graph import Graph, grow_owners
 from ..reader.workbook import Workbook
 from .grid import Grids, error_source, recalculate, ref_index, unsupported
 from .hostread import HostRead
@@ -351,14 +351,7 @@ def _model_owners(graph: Graph, params: list[Area], n: int):
     owner = {s: g.copy() for s, g in graph.owners.owner.items()}
     local = {s: g.copy() for s, g in graph.owners.local.items()}
     for k, area in enumerate(params):
-        h, w = owner[area.sheet].shape
-        if area.r2 >= h or area.c2 >= w:
-            nh, nw = max(h, area.r2 + 1), max(w, area.c2 + 1)
-            o = np.full((nh, nw), -1, dtype=np.int32)
-            o[:h, :w] = owner[area.sheet]
-            lo = np.zeros((nh, nw), dtype=np.int64)
-            lo[:h, :w] = local[area.sheet]
-            owner[area.sheet], local[area.sheet] = o, lo
+        owner[area.sheet], local[area.sheet] = grow_owners(owner[area.sheet], local[area.sheet], area.r2, area.c2)
         hh, ww = area.shape
         owner[area.sheet][area.r1:area.r2 + 1, area.c1:area.c2 + 1] = n + k
         local[area.sheet][area.r1:area.r2 + 1, area.c1:area.c2 + 1] = np.arange(hh * ww).reshape(hh, ww)
@@ -390,11 +383,7 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
         raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is not a formula cell")
     needed = graph.ancestors([root.id])
     # Which needed families read a parameter, directly or through other families.
-    reads_param = {f for f in needed if reads_any(graph.families[f], spec.params)}
-    dynamic: set[int] = set()
-    for fid in graph.order:
-        if fid in needed and (fid in reads_param or graph.families[fid].deps & dynamic):
-            dynamic.add(fid)
+    dynamic = graph.dependents(graph.reading(spec.params, among=needed), within=needed)
     snapshots = _check_supported(wb, graph, needed, dynamic)
     if must_reach and root.id not in dynamic:
         params = ", ".join(str(a) for a in spec.params)

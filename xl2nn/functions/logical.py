@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from .registry import Context, Elementwise, excel, first_error
+from .registry import Context, Elementwise, argument, excel, first_error
 from .values import (BOOL, EMPTY, ERROR, NUM, TEXT, VALUE, Val, fit, from_objects, to_bool, to_objects,
                      unchecked_errors)
 
@@ -16,14 +16,11 @@ def _const(value: float, kind: int, ctx: Context) -> Val:
 
 @excel("IF", "Logical", min_args=1, max_args=3, args="VPP")
 def if_(args: list[Val | None], ctx: Context) -> Val:
-    cond = args[0]
-    yes = args[1] if len(args) > 1 and args[1] is not None else (
-        _const(0.0, NUM, ctx) if len(args) > 1 else _const(1.0, BOOL, ctx))
-    # IF(c, x) without an else part gives FALSE; IF(c, x,) gives 0.
-    no = args[2] if len(args) > 2 and args[2] is not None else (
-        _const(0.0, NUM, ctx) if len(args) > 2 else _const(0.0, BOOL, ctx))
-    if cond is None:
-        cond = _const(0.0, BOOL, ctx)
+    cond = argument(args, 0, ctx, omitted=False)
+    # A branch the call stops before is TRUE (then) or FALSE (else): IF(c, x) gives FALSE; one
+    # written but left empty is 0: IF(c, x,) gives 0.
+    yes = argument(args, 1, ctx, True, omitted=0.0)
+    no = argument(args, 2, ctx, False, omitted=0.0)
     cond, yes, no = fit([cond, yes, no])
     if cond.poison is not None and not cond.numeric:
         cond = cond.settled()
@@ -134,15 +131,14 @@ _NOT = Elementwise(lambda x: (x == 0).to(torch.float64), lambda b: not b, result
 
 @excel("NOT", "Logical", min_args=1, max_args=1, differentiable=False)
 def not_(args: list[Val | None], ctx: Context) -> Val:
-    v = args[0] if args[0] is not None else _const(0.0, BOOL, ctx)
+    v = argument(args, 0, ctx, omitted=False)
     out = _NOT([v], ctx)
     return _poisoned(out, [v], ctx) if out.numeric else out
 
 
 @excel("IFERROR", "Logical", min_args=2, max_args=2, args="PP")
 def iferror(args: list[Val | None], ctx: Context) -> Val:
-    value = args[0] if args[0] is not None else _const(0.0, NUM, ctx)
-    fallback = args[1] if args[1] is not None else _const(0.0, NUM, ctx)
+    value, fallback = argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)
     is_err = torch.as_tensor(value.kinds() == ERROR, device=ctx.device)
     if unchecked_errors(value, ctx):
         is_err = is_err | ~torch.isfinite(value.num)
@@ -166,7 +162,7 @@ def single(args: list[Val | None], ctx: Context) -> Val:
     # The @ operator. A range under it was already narrowed to the formula's row or column
     # (implicit intersection, decided when the formula was grouped); any other array gives
     # its first entry, as in Excel.
-    v = args[0] if args[0] is not None else _const(0.0, NUM, ctx)
+    v = argument(args, 0, ctx, omitted=0.0)
     kind = v.kind[:, :1, :1] if isinstance(v.kind, np.ndarray) else v.kind
     return Val(v.num[:, :1, :1], kind, None if v.text is None else v.text[:, :1, :1], v.is_ref)
 
@@ -175,7 +171,7 @@ def single(args: list[Val | None], ctx: Context) -> Val:
 def map_(args: list[Val | None], ctx: Context) -> Val:
     # The parser inlined the LAMBDA with its parameter bound to the whole array (it accepts
     # only bodies that work entry by entry), so the mapped array is the body's value.
-    return args[0] if args[0] is not None else _const(0.0, NUM, ctx)
+    return argument(args, 0, ctx, omitted=0.0)
 
 
 __all__ = ["first_error", "EMPTY", "TEXT"]

@@ -10,7 +10,7 @@ from ..cells import CellError
 from .aggregate import Numbers
 from .criteria import SUM, multiple, single
 from .operators import ARITHMETIC
-from .registry import Context, Elementwise, excel, first_error, with_errors
+from .registry import Context, Elementwise, argument, excel, first_error, with_errors
 from .values import DIV0, ERROR, NUM, NUM_ERR, VALUE, Val, from_objects, scalar, to_objects
 
 
@@ -66,19 +66,13 @@ _UNARY = {
 
 def _make_unary(name: str, ew: Elementwise) -> None:
     def impl(args: list[Val | None], ctx: Context) -> Val:
-        return ew([_arg(args[0], ctx)], ctx)
+        return ew([argument(args, 0, ctx, omitted=0.0)], ctx)
     excel(name, "Math & Trig", min_args=1, max_args=1,
           differentiable=name not in ("SIGN", "INT"))(impl)
 
 
 for _name, _ew in _UNARY.items():
     _make_unary(_name, _ew)
-
-
-def _arg(v: Val | None, ctx: Context) -> Val:
-    if v is None:   # an omitted argument reads as 0
-        return Val(torch.zeros((1, 1, 1), dtype=torch.float64, device=ctx.device), NUM)
-    return v
 
 
 _LOG = Elementwise(lambda x, b: torch.log(x) / torch.log(b), _safe(_log),
@@ -91,9 +85,8 @@ _MOD = Elementwise(lambda a, b: a - b * torch.floor(a / b), _excel_mod,
 
 @excel("LOG", "Math & Trig", min_args=1, max_args=2)
 def log(args: list[Val | None], ctx: Context) -> Val:
-    base = args[1] if len(args) > 1 and args[1] is not None else Val(
-        torch.full((1, 1, 1), 10.0, dtype=torch.float64, device=ctx.device), NUM)
-    return _LOG([_arg(args[0], ctx), base], ctx)
+    base = argument(args, 1, ctx, 10.0, omitted=10.0)
+    return _LOG([argument(args, 0, ctx, omitted=0.0), base], ctx)
 
 
 _ATAN2 = Elementwise(lambda x, y: torch.atan2(y, x), lambda x, y: DIV0 if x == 0 and y == 0 else math.atan2(y, x),
@@ -103,12 +96,12 @@ _ATAN2 = Elementwise(lambda x, y: torch.atan2(y, x), lambda x, y: DIV0 if x == 0
 @excel("ATAN2", "Math & Trig", min_args=2, max_args=2)
 def atan2(args: list[Val | None], ctx: Context) -> Val:
     # Excel's argument order is (x, y), the reverse of C's atan2(y, x).
-    return _ATAN2([_arg(args[0], ctx), _arg(args[1], ctx)], ctx)
+    return _ATAN2([argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)], ctx)
 
 
 def _paired(args: list[Val | None], ctx: Context, term) -> Val:
     """SUMXMY2 and kin: sum of term(x, y) over the pairs where both entries are numbers."""
-    x, y = _arg(args[0], ctx), _arg(args[1], ctx)
+    x, y = argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)
     f = max(x.num.shape[0], y.num.shape[0])
     if x.num.shape[1:] != y.num.shape[1:]:
         return _whole_error(Val(torch.zeros((f, 1, 1), dtype=torch.float64), NUM), CellError("#N/A"), ctx)
@@ -135,12 +128,12 @@ def sumx2py2(args: list[Val | None], ctx: Context) -> Val:
 
 @excel("POWER", "Math & Trig", min_args=2, max_args=2)
 def power(args: list[Val | None], ctx: Context) -> Val:
-    return _POWER([_arg(args[0], ctx), _arg(args[1], ctx)], ctx)
+    return _POWER([argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)], ctx)
 
 
 @excel("MOD", "Math & Trig", min_args=2, max_args=2, differentiable=False)
 def mod(args: list[Val | None], ctx: Context) -> Val:
-    return _MOD([_arg(args[0], ctx), _arg(args[1], ctx)], ctx)
+    return _MOD([argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)], ctx)
 
 
 @excel("SUM", "Math & Trig", args="R")
@@ -173,7 +166,7 @@ def _whole_error(v: Val, code: CellError, ctx: Context) -> Val:
 
 @excel("SUMPRODUCT", "Math & Trig", min_args=1, args="A")
 def sumproduct(args: list[Val | None], ctx: Context) -> Val:
-    vals = [_arg(a, ctx) for a in args]
+    vals = [argument(args, i, ctx, omitted=0.0) for i in range(len(args))]
     shapes = {v.num.shape[1:] for v in vals}
     f = max(v.num.shape[0] for v in vals)
     if len(shapes) != 1:
@@ -207,7 +200,7 @@ def sumproduct(args: list[Val | None], ctx: Context) -> Val:
 
 @excel("MMULT", "Math & Trig", min_args=2, max_args=2, args="A")
 def mmult(args: list[Val | None], ctx: Context) -> Val:
-    a, b = _arg(args[0], ctx), _arg(args[1], ctx)
+    a, b = argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)
     f = max(a.num.shape[0], b.num.shape[0])
     if a.uniform() == NUM and b.uniform() == NUM and a.num.shape[2] == b.num.shape[1]:
         return Val(torch.matmul(a.num, b.num), NUM)
@@ -235,7 +228,7 @@ def mmult(args: list[Val | None], ctx: Context) -> Val:
 
 @excel("TRANSPOSE", "Lookup & Reference", min_args=1, max_args=1, args="A")
 def transpose(args: list[Val | None], ctx: Context) -> Val:
-    v = _arg(args[0], ctx)
+    v = argument(args, 0, ctx, omitted=0.0)
     kind = v.kind.transpose(0, 2, 1) if isinstance(v.kind, np.ndarray) else v.kind
     text = v.text.transpose(0, 2, 1) if v.text is not None else None
     return Val(v.num.transpose(1, 2), kind, text)
@@ -262,8 +255,8 @@ def sequence(args: list[Val | None], ctx: Context) -> Val:
     rows, cols = size
     if rows < 1 or cols < 1:
         return scalar(CellError("#CALC!"), ctx.device)
-    start = _arg(args[2], ctx) if len(args) > 2 and args[2] is not None else scalar(1.0, ctx.device)
-    step = _arg(args[3], ctx) if len(args) > 3 and args[3] is not None else scalar(1.0, ctx.device)
+    start = argument(args, 2, ctx, 1.0, omitted=1.0)
+    step = argument(args, 3, ctx, 1.0, omitted=1.0)
     if not (start.numeric and step.numeric):
         return scalar(VALUE, ctx.device)
     k = torch.arange(rows * cols, dtype=torch.float64, device=ctx.device).reshape(1, rows, cols)

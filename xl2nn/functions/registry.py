@@ -115,13 +115,15 @@ class Elementwise:
         return from_objects(out, ctx.device)
 
 
-def argument(args: list[Val | None], i: int, ctx: Context, missing: object = None) -> Val:
-    """Argument i: `missing` where the call stops before it, an empty value where it is
-    written but left out (INDEX(A1:C3,,2): the row is 0; LEFT("abc",) takes 0 characters)."""
+def argument(args: list[Val | None], i: int, ctx: Context, missing: object = None,
+             omitted: object = None) -> Val:
+    """Argument i: `missing` where the call stops before it, `omitted` where it is written
+    but left out; by default an empty value (INDEX(A1:C3,,2): the row is 0; LEFT("abc",)
+    takes 0 characters), while most math functions read an omitted argument as the number 0."""
     if i >= len(args):
         return scalar(missing, ctx.device)
     a = args[i]
-    return a if a is not None else scalar(None, ctx.device)
+    return a if a is not None else scalar(omitted, ctx.device)
 
 
 def first_error(v: Val, axes: tuple[int, ...] = (1, 2)) -> np.ndarray | None:

@@ -27,9 +27,9 @@ import torch
 
 from ..cells import CellError
 from .tracing import HostRead
-from .math import _arg, _safe
-from .registry import Context, Elementwise, excel
-from .values import DIV0, NUM_ERR, Val, fit, scalar
+from .math import _safe
+from .registry import Context, Elementwise, argument, excel
+from .values import DIV0, NUM_ERR, Val, fit
 
 _WIDE = DecimalContext(prec=1000)     # quantize needs every digit up to the place rounded to
 _EXACT = 22                           # 10^k is an exact double for 0 <= k <= 22
@@ -233,7 +233,7 @@ def _by_digits(args: list[Val | None], ctx: Context, ew: Elementwise,
     always constants (a literal), and those it reads: past ±22 (10^d no exact double) the scalar
     path, which in a trace makes the model fall back with this function named. Digits that depend
     on the parameters (HostRead) stay in torch, exact within ±22."""
-    vals = fit([_arg(args[0], ctx), _arg(args[1] if len(args) > 1 else None, ctx)])
+    vals = fit([argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, 0.0, omitted=0.0)])
     if not ctx.checked and all(v.numeric for v in vals):
         try:
             wide = bool(_wide(vals[0].num, vals[1].num).any())
@@ -342,19 +342,20 @@ _FLOOR_MATH = Elementwise(lambda x, s, m: _math_t(x, s, m, False),
 
 @excel("CEILING", "Math & Trig", min_args=2, max_args=2, differentiable=False)
 def ceiling(args: list[Val | None], ctx: Context) -> Val:
-    return _exactly(_CEILING, [_arg(args[0], ctx), _arg(args[1], ctx)], ctx, _huge)
+    return _exactly(_CEILING, [argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)], ctx,
+                    _huge)
 
 
 @excel("FLOOR", "Math & Trig", min_args=2, max_args=2, differentiable=False)
 def floor(args: list[Val | None], ctx: Context) -> Val:
-    return _exactly(_FLOOR, [_arg(args[0], ctx), _arg(args[1], ctx)], ctx, _huge)
+    return _exactly(_FLOOR, [argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)], ctx,
+                    _huge)
 
 
 def _math_args(args: list[Val | None], ctx: Context) -> list[Val]:
     """number, significance (omitted: 1), mode (omitted: 0)."""
-    sig = args[1] if len(args) > 1 and args[1] is not None else scalar(1.0, ctx.device)
-    mode = args[2] if len(args) > 2 and args[2] is not None else scalar(0.0, ctx.device)
-    return [_arg(args[0], ctx), sig, mode]
+    return [argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, 1.0, omitted=1.0),
+            argument(args, 2, ctx, 0.0, omitted=0.0)]
 
 
 @excel("CEILING.MATH", "Math & Trig", min_args=1, max_args=3, differentiable=False)
@@ -377,7 +378,8 @@ _QUOTIENT = Elementwise(lambda a, b: _int15(a / b, False), _safe(_quotient_s),
 
 @excel("QUOTIENT", "Math & Trig", min_args=2, max_args=2, differentiable=False)
 def quotient(args: list[Val | None], ctx: Context) -> Val:
-    return _exactly(_QUOTIENT, [_arg(args[0], ctx), _arg(args[1], ctx)], ctx, _huge)
+    return _exactly(_QUOTIENT, [argument(args, 0, ctx, omitted=0.0), argument(args, 1, ctx, omitted=0.0)], ctx,
+                    _huge)
 
 
 # -- VALUE(TEXT(x, "0.00")): what the number shows, read back --------------------------------------

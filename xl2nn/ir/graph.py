@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import unique
+from ..arrays import grown, unique
 from ..cells import MAX_COL, MAX_ROW, Area, cell_name
 from ..errors import CircularReference
 from ..formula.ast import Ref, refs
@@ -27,15 +27,8 @@ class OwnerMap:
         self.local[sheet][rows, cols] = np.arange(len(rows))
 
     def _grow(self, sheet: str, row: int, col: int) -> None:
-        h, w = self.owner[sheet].shape
-        if row < h and col < w:
-            return
-        nh, nw = max(h, row + 1), max(w, col + 1)
-        for grids, fill in ((self.owner, -1), (self.local, 0)):
-            g = np.full((nh, nw), fill, dtype=grids[sheet].dtype)
-            g[:h, :w] = grids[sheet]
-            grids[sheet] = g
-        self.shape[sheet] = (nh, nw)
+        self.owner[sheet], self.local[sheet] = grow_owners(self.owner[sheet], self.local[sheet], row, col)
+        self.shape[sheet] = self.owner[sheet].shape
 
     def owners_in(self, sheet: str, r1: int, c1: int, r2: int, c2: int) -> np.ndarray:
         grid = self.owner.get(sheet)
@@ -46,6 +39,11 @@ class OwnerMap:
         block = grid[r1:min(r2, h - 1) + 1, c1:min(c2, w - 1) + 1]
         u = unique(block)
         return u[u >= 0]
+
+
+def grow_owners(owner: np.ndarray, local: np.ndarray, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+    """A sheet's owner and local-index arrays, enlarged (no owner, index 0) to hold (row, col)."""
+    return grown(owner, row + 1, col + 1, -1), grown(local, row + 1, col + 1, 0)
 
 
 def ref_bounds(ref: Ref, fam: Family) -> tuple[int, int, int, int]:
@@ -81,6 +79,22 @@ class Graph:
             return None
         fid = int(grid[row, col])
         return self.families[fid] if fid >= 0 else None
+
+    def dependents(self, seed: set[int], within: set[int] | None = None) -> set[int]:
+        """The families of `seed` and those that read one of them, directly or through others,
+        taking only families in `within` when it is given."""
+        out: set[int] = set()
+        for fid in self.order:      # a family's dependencies come before it
+            if within is not None and fid not in within:
+                continue
+            if fid in seed or self.families[fid].deps & out:
+                out.add(fid)
+        return out
+
+    def reading(self, areas: list[Area], among: set[int] | None = None) -> set[int]:
+        """The families (of `among`, when given) that read a cell of `areas` themselves."""
+        ids = range(len(self.families)) if among is None else among
+        return {f for f in ids if reads_any(self.families[f], areas)}
 
     def ancestors(self, roots: list[int]) -> set[int]:
         seen: set[int] = set()
