@@ -16,7 +16,7 @@ from ..cells import MAX_COL, MAX_ROW, CellError, CellValue, cell_name
 from ..errors import UnsupportedFormula
 from ..formula.ast import Ref, refs
 from ..functions import FUNCTIONS, VOLATILE
-from ..functions.values import BOOL, EMPTY, ERROR, NUM, TEXT, Val, to_objects
+from ..functions.values import BOOL, EMPTY, ERROR, NUM, TEXT, Val
 from ..ir.families import Family, calls
 from ..ir.graph import Graph
 from ..reader.workbook import Workbook
@@ -287,4 +287,4 @@ def _first_error(graph: Graph, grids: Grids, sheet: str, row: int, col: int) -> 
     return sheet, row, col
 
 
-__all__ = ["Grids", "Recalc", "recalculate", "evaluate_family", "ref_index", "error_source", "to_objects"]
+__all__ = ["Grids", "Recalc", "recalculate", "evaluate_family", "ref_index", "error_source"]

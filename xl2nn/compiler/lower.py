@@ -28,7 +28,7 @@ from ..functions.values import NUM, Val
 from ..ir.families import Family
 from ..ir.graph import Graph, grow_owners
 from ..reader.workbook import Workbook
-from .grid import Grids, error_source, recalculate, ref_index, unsupported
+from .grid import Grids, error_source, recalculate, unsupported
 from .hostread import HostRead
 from .interpret import EvalContext, evaluate
 from .model import ModelSpec
@@ -431,4 +431,4 @@ def _check_supported(wb: Workbook, graph: Graph, needed: set[int], dynamic: set[
     return sorted(snapshots)
 
 
-__all__ = ["CompiledModel", "SnapshotWarning", "compile_model", "param_name", "ref_index"]
+__all__ = ["CompiledModel", "SnapshotWarning", "compile_model", "param_name"]

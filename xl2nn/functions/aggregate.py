@@ -11,7 +11,7 @@ import torch
 
 from ..cells import CellError
 from .registry import Context
-from .values import EMPTY, ERROR, NUM, TEXT, VALUE, Val, to_number, to_objects
+from .values import EMPTY, ERROR, NUM, TEXT, Val, to_number, to_objects
 
 
 class Numbers:
@@ -109,4 +109,4 @@ class Numbers:
         return torch.where(torch.isinf(best) & (best == fill), torch.zeros_like(best), best)
 
 
-__all__ = ["Numbers", "EMPTY", "VALUE"]
+__all__ = ["Numbers"]

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from .registry import Context, Elementwise, argument, excel, first_error
-from .values import (BOOL, EMPTY, ERROR, NUM, TEXT, VALUE, Val, fit, from_objects, to_bool, to_objects,
+from .registry import Context, Elementwise, argument, excel
+from .values import (BOOL, ERROR, NUM, VALUE, Val, fit, from_objects, to_bool, to_objects,
                      unchecked_errors)
 
 
@@ -172,6 +172,3 @@ def map_(args: list[Val | None], ctx: Context) -> Val:
     # The parser inlined the LAMBDA with its parameter bound to the whole array (it accepts
     # only bodies that work entry by entry), so the mapped array is the body's value.
     return argument(args, 0, ctx, omitted=0.0)
-
-
-__all__ = ["first_error", "EMPTY", "TEXT"]

@@ -292,6 +292,3 @@ def sumif(args: list[Val | None], ctx: Context) -> Val:
 @excel("SUMIFS", "Math & Trig", min_args=3, max_args=255, args="R" + "RV" * 127)
 def sumifs(args: list[Val | None], ctx: Context) -> Val:
     return multiple(args, SUM, ctx)
-
-
-__all__ = ["to_objects"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from ..cells import CellError
@@ -116,4 +115,4 @@ def unary(op: str, a: Val, ctx: Context) -> Val:
 
 
 OPERATOR_NAMES = sorted(ARITHMETIC) + sorted(_TORCH_COMPARE) + ["&", "unary -", "%"]
-__all__ = ["binary", "unary", "compare_scalars", "OPERATOR_NAMES", "NUM", "np"]
+__all__ = ["binary", "unary", "compare_scalars", "OPERATOR_NAMES"]
