@@ -22,7 +22,7 @@ from .compiler.lower import CompiledModel, compile_model
 from .compiler.model import ModelSpec, parse_areas
 from .errors import BadInput
 from .ir.graph import build_graph
-from .reader.workbook import Formula, Workbook
+from .reader.workbook import Workbook
 
 HAND_RTOL = 1e-9
 HAND_ATOL = 1e-12     # a derivative that is 0 in one engine and rounding noise in the other
@@ -108,8 +108,8 @@ def compile_with_leaves(wb: Workbook, grids: Grids, leaves: Area, roots: Area) -
 
     The --wrt cells may hold formulas (an SGD sheet's b = the previous row's new b); compile_model
     wants plain numbers there. So the model is compiled from a copy of the workbook in which those
-    cells are cut loose: each holds its recalculated value (every other value stays as it was), and
-    a helper cell summing `roots` is the objective, so that all of them are computed.
+    cells are cut loose: each holds its recalculated value (every other value stays as it was).
+    Every cell of `roots` is an output of the model.
     """
     sheet = wb.sheets[leaves.sheet]
     for area, _ in sheet.arrays:
@@ -129,18 +129,11 @@ def compile_with_leaves(wb: Workbook, grids: Grids, leaves: Area, roots: Area) -
         v = grids.value(leaves.sheet, r, c)
         if v is not None:
             cut.values[(r, c)] = v
-    home = wb.sheets[roots.sheet]
-    if home.name == cut.name:
-        home = cut
-    else:
-        home = dataclasses.replace(home, formulas=home.formulas.copy(), values=home.values.copy())
-    helper = (home.max_row + 2, 1)
-    home.max_row = helper[0]
-    home.formulas[helper] = Formula(f"SUM({roots})", helper)
-    sheets = {name: cut if name == cut.name else home if name == home.name else sh for name, sh in wb.sheets.items()}
+    sheets = {name: cut if name == cut.name else sh for name, sh in wb.sheets.items()}
     wb2 = dataclasses.replace(wb, sheets=sheets)
-    spec = ModelSpec(sheet=home.name, objective=(home.name, *helper), params=[leaves], source="--wrt")
-    return compile_model(wb2, build_graph(wb2), spec, must_reach=False)
+    cells = [(roots.sheet, r, c) for r, c in roots.cells()]
+    spec = ModelSpec(sheet=roots.sheet, objective=cells[0], params=[leaves], source="--wrt")
+    return compile_model(wb2, build_graph(wb2), spec, must_reach=False, outputs=cells[1:])
 
 
 def check_hand_gradients(wb: Workbook, grids: Grids, grad: Area, of: Area, wrt: Area) -> HandGradReport:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
@@ -367,9 +368,10 @@ def _number(v: object, sheet: str, r: int, c: int, path: str) -> float:
 
 
 def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.device | None = None,
-                  must_reach: bool = True) -> CompiledModel:
+                  must_reach: bool = True, outputs: Sequence[tuple[str, int, int]] = ()) -> CompiledModel:
     """The model of `spec`. With must_reach, a model whose parameters do not reach its objective
-    (nothing to train, no gradient) is refused, saying why."""
+    (nothing to train, no gradient) is refused, saying why. `outputs`: more formula cells the
+    model computes besides the objective (read them with `value` after a forward)."""
     device = device or torch.device("cpu")
     for area in spec.params:
         for r, c in area.cells():
@@ -381,7 +383,13 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     root = graph.family_at(sheet, row, col)
     if root is None:
         raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is not a formula cell")
-    needed = graph.ancestors([root.id])
+    roots = [root]
+    for cell in outputs:
+        fam = graph.family_at(*cell)
+        if fam is None:
+            raise BadInput(f"{wb.path}: {cell_name(*cell)} is not a formula cell")
+        roots.append(fam)
+    needed = graph.ancestors([f.id for f in roots])
     # Which needed families read a parameter, directly or through other families.
     dynamic = graph.dependents(graph.reading(spec.params, among=needed), within=needed)
     snapshots = _check_supported(wb, graph, needed, dynamic)
