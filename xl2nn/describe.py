@@ -16,7 +16,7 @@ from .ir.patterns import is_relu
 def layer_name(fam: Family, model: CompiledModel) -> str:
     """Name the common spreadsheet idioms as the layers they are."""
     node = fam.ast
-    plans = next(s.plans for s in model._steps if s.family is fam)
+    plans = next(s.plans for s in model.steps if s.family is fam)
 
     def kind(ref: Node) -> str:
         if not isinstance(ref, Ref):
@@ -153,7 +153,7 @@ class Summary:
 def summarize(model: CompiledModel) -> Summary:
     s = Summary()
     seen_inputs = set()
-    for step in model._steps:
+    for step in model.steps:
         fam = step.family
         for ref, plan in step.plans.items():
             if plan.const is not None and plan.const.shape[0] > 1 and ref not in seen_inputs:
@@ -169,6 +169,6 @@ def summarize(model: CompiledModel) -> Summary:
         for name in _flat_calls(fam.ast, step.plans):
             s.flat.setdefault(name, []).append(str(fam.area))
     s.formula_cells = sum(model.graph.families[f].size for f in model.needed)
-    s.families = len(model._steps)
+    s.families = len(model.steps)
     s.ops = count_ops(model)
     return s

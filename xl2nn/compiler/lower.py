@@ -42,7 +42,7 @@ def param_name(area: Area) -> str:
 
 
 @dataclass
-class _Plan:
+class Plan:
     """How one reference in one family reads its cells inside forward()."""
 
     kind: int | np.ndarray
@@ -71,9 +71,9 @@ class _Plan:
 
 
 @dataclass
-class _Step:
+class Step:
     family: Family
-    plans: dict[Ref, _Plan]
+    plans: dict[Ref, Plan]
 
     def producers(self) -> set[int]:
         """The families and parameters whose outputs this step reads."""
@@ -116,7 +116,7 @@ class CompiledModel(nn.Module):
             self._pid[name] = n + k
         owner, local = _model_owners(graph, spec.params, n)
         dyn_ids = set(dynamic) | set(self._pid.values())
-        self._steps = [_Step(graph.families[f], self._plans(graph.families[f], owner, local, dyn_ids, grids))
+        self._steps = [Step(graph.families[f], self._plans(graph.families[f], owner, local, dyn_ids, grids))
                        for f in dynamic]
         self._dynamic = dynamic
         sheet, row, col = spec.objective
@@ -155,14 +155,14 @@ class CompiledModel(nn.Module):
             terms = terms * terms
         return terms.sum() * (n / len(index))
 
-    def _plans(self, fam: Family, owner: dict, local: dict, dyn_ids: set[int], grids: Grids) -> dict[Ref, _Plan]:
-        plans: dict[Ref, _Plan] = {}
+    def _plans(self, fam: Family, owner: dict, local: dict, dyn_ids: set[int], grids: Grids) -> dict[Ref, Plan]:
+        plans: dict[Ref, Plan] = {}
         rows, cols = fam.rows, fam.cols
         for ref in set(refs(fam.ast)):
             R, C = grids.index(ref, rows, cols)
             base = grids.read(ref.sheet, R, C, torch.device("cpu"))
             if ref.sheet not in owner:
-                plans[ref] = _Plan(base.kind, base.text, const=base.num.to(self.device_))
+                plans[ref] = Plan(base.kind, base.text, const=base.num.to(self.device_))
                 continue
             og, lg = owner[ref.sheet], local[ref.sheet]
             inside = (R < og.shape[0]) & (C < og.shape[1]) & (R >= 0) & (C >= 0)
@@ -170,13 +170,13 @@ class CompiledModel(nn.Module):
             own = np.where(inside, og[Rc, Cc], -1)
             is_dyn = np.isin(own, list(dyn_ids))
             if not is_dyn.any():
-                plans[ref] = _Plan(base.kind, base.text, const=base.num.to(self.device_))
+                plans[ref] = Plan(base.kind, base.text, const=base.num.to(self.device_))
                 continue
             producers = unique(own[is_dyn])
             loc = lg[Rc, Cc]
             if len(producers) == 1 and is_dyn.all():
                 view = _affine(loc)
-                plan = _Plan(base.kind, base.text, producer=int(producers[0]), view=view)
+                plan = Plan(base.kind, base.text, producer=int(producers[0]), view=view)
                 if view is not None:
                     plan.viewer = _viewer(*view, self._producer_size(int(producers[0])))
                 else:
@@ -194,7 +194,7 @@ class CompiledModel(nn.Module):
             for p, off in offsets.items():
                 m = own == p
                 idx[m] = off + loc[m]
-            plans[ref] = _Plan(base.kind, base.text, sources=[int(p) for p in producers],
+            plans[ref] = Plan(base.kind, base.text, sources=[int(p) for p in producers],
                                index=torch.as_tensor(idx, device=self.device_),
                                const_flat=torch.as_tensor(const_vals, device=self.device_))
         return plans
@@ -212,7 +212,7 @@ class CompiledModel(nn.Module):
         return self.objective_of(outs)
 
     @property
-    def steps(self) -> list[_Step]:
+    def steps(self) -> list[Step]:
         """The parameter-dependent families in evaluation order, one step each."""
         return list(self._steps)
 
@@ -220,7 +220,7 @@ class CompiledModel(nn.Module):
         """The outputs before any step: each parameter range, flat."""
         return {pid: self.weights[name].reshape(-1) for name, pid in self._pid.items()}
 
-    def run_steps(self, outs: dict[int, torch.Tensor], steps: list[_Step]) -> None:
+    def run_steps(self, outs: dict[int, torch.Tensor], steps: list[Step]) -> None:
         """Evaluate `steps`, reading and writing their outputs in `outs`."""
         for step in steps:
             ctx = EvalContext(resolve=lambda ref, s=step: s.plans[ref].read(outs), device=self.device_,
@@ -269,7 +269,7 @@ class CompiledModel(nn.Module):
         return [s.family for s in self._steps]
 
 
-def _decomposition(fam: Family, steps: list[_Step], grids: Grids):
+def _decomposition(fam: Family, steps: list[Step], grids: Grids):
     """((step, ref, n), None) when the objective is AVERAGE/SUM/SUMSQ of one range of plain
     numbers that depends on the parameters, else (None, why not)."""
     ast = fam.ast
