@@ -5,10 +5,15 @@ import argparse
 import json
 import os
 import sys
-import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .app.common import default_output, listing
 from .errors import XlnnError
+
+if TYPE_CHECKING:
+    from .app import EvalReport, ImportReport, InspectReport, TrainReport, VerifyReport
+
+__all__ = ["build_parser", "default_output", "main", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -101,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         from .reader import prefetch
         prefetch(args.file)          # read on a second core while torch imports
     import warnings
-    from .compiler.lower import SnapshotWarning
-    from .train import CompileWarning
+    from .app.common import warning_categories
+    categories = warning_categories()
     with warnings.catch_warnings():          # restores the filters and showwarning afterwards
-        warnings.simplefilter("always", SnapshotWarning)
-        warnings.simplefilter("always", CompileWarning)
+        for category in categories:
+            warnings.simplefilter("always", category)
         warnings.showwarning = _warning_line
         return _run(args)
 
@@ -131,38 +136,39 @@ def _run(args: argparse.Namespace) -> int:
         return 3
 
 
+def _warn(message: str) -> None:
+    print(f"xl2nn: warning: {message}", file=sys.stderr)
+
+
+def _print_json(d: dict) -> None:
+    print(json.dumps(d, indent=2))
+
+
+def _sense(sense: str, target: float | None) -> str:
+    return {"min": "minimise", "max": "maximise", "value": f"reach {target} with"}[sense]
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .api import compile_workbook
-    from .describe import summarize
-    c = compile_workbook(args.file, args.sheet, args.params, args.loss)
-    s = summarize(c.model)
-    spec = c.spec
+    from .app import inspect_workbook
+    r = inspect_workbook(args.file, args.sheet, args.params, args.loss)
     if args.json:
-        print(json.dumps({
-            "sheets": [{"name": sh.name, "formula_cells": len(sh.formulas)} for sh in c.workbook.sheets.values()],
-            "model": {"source": spec.source, "sheet": spec.sheet, "objective": spec.objective_name,
-                      "sense": spec.sense, "target": spec.target,
-                      "parameters": [{"name": n, "range": str(a), "shape": list(a.shape),
-                                      "labels": c.model.param_labels[n]}
-                                     for n, a in c.model.param_areas.items()]},
-            "inputs": s.inputs,
-            "layers": [vars(layer) for layer in s.layers],
-            "formula_cells": s.formula_cells, "families": s.families, "tensor_ops": s.ops,
-            "not_differentiable": s.flat,
-        }, indent=2))
-        return EXIT_OK
-    print(f"workbook  {args.file}")
-    print("sheets    " + ", ".join(f"{sh.name} ({len(sh.formulas):,} formulas)"
-                                   for sh in c.workbook.sheets.values()))
-    sense = {"min": "minimise", "max": "maximise", "value": f"reach {spec.target} with"}[spec.sense]
-    print(f"model     {sense} {spec.objective_name}  ({spec.source})")
+        _print_json(r.as_dict())
+    else:
+        _print_inspect(r)
+    return EXIT_OK
+
+
+def _print_inspect(r: InspectReport) -> None:
+    s, spec = r.summary, r.spec
+    print(f"workbook  {r.path}")
+    print("sheets    " + ", ".join(f"{name} ({n:,} formulas)" for name, n in r.sheets))
+    print(f"model     {_sense(spec.sense, spec.target)} {spec.objective_name}  ({spec.source})")
     if spec.note:
         print(f"          {spec.note}")
-    for name, area in c.model.param_areas.items():
-        h, w = area.shape
-        labels = c.model.param_labels[name]
-        shown = ", ".join(dict.fromkeys(labels))
-        print(f"  param   {name}  {area}  {h}×{w}  [{shown}]")
+    for p in r.parameters:
+        h, w = p.shape
+        shown = ", ".join(dict.fromkeys(p.labels))
+        print(f"  param   {p.name}  {p.range}  {h}×{w}  [{shown}]")
     print("network")
     for inp in s.inputs:
         print(f"  input   {inp}")
@@ -172,99 +178,45 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"size      {s.formula_cells:,} formula cells → {s.families} tensor families, "
           f"{s.ops} tensor ops per forward")
     if s.flat:
-        print("zero grad " + _listing(s.flat) + ": not differentiable (piecewise constant), so "
+        print("zero grad " + listing(s.flat) + ": not differentiable (piecewise constant), so "
               "no gradient flows through " + ("it" if len(s.flat) == 1 else "them"))
-    return EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .api import recalculate_workbook
-    from .errors import BadInput
-    from .writeback import write_recalculated
-    t0 = time.perf_counter()
-    wb, graph, recalc = recalculate_workbook(args.file)
-    missing, volatile, n_missing, n_volatile = recalc.not_recomputed(graph)
-    kept = n_missing + n_volatile
-    if missing and args.strict:
-        raise BadInput(f"{args.file}: --strict: {n_missing:,} formula cells use what xl2nn does not implement: "
-                       + _listing(missing))
-    out = Path(args.output)
-    written = write_recalculated(Path(args.file), out, wb, graph, recalc)
+    from .app import eval_workbook
+    r = eval_workbook(args.file, args.output, args.strict)
     if args.json:
-        print(json.dumps({"output": str(out), "cells_written": written, "cells_kept": kept,
-                          "unsupported": missing, "volatile": volatile,
-                          "seconds": time.perf_counter() - t0}, indent=2))
+        _print_json(r.as_dict())
     else:
-        print(f"recalculated {written:,} formula cells in {time.perf_counter() - t0:.2f}s → {out}")
-    if kept:
-        parts = ([f"unsupported {_listing(missing)}"] if missing else []) + \
-            ([f"volatile {_listing(volatile)} (a snapshot)"] if volatile else [])
-        print(f"xl2nn: warning: {kept:,} formula cells kept their cached values: {'; '.join(parts)}",
-              file=sys.stderr)
+        print(f"recalculated {r.cells_written:,} formula cells in {r.seconds:.2f}s → {r.output}")
+    _warn_kept(r)
     return EXIT_OK
 
 
-def _listing(by_name: dict[str, list[str]], most: int = 4) -> str:
-    """'VLOOKUP (s!K1:K9, s!M2), FOO (s!A1 and 3 more)': each function with its cells."""
-    items = []
-    for name, areas in by_name.items():
-        shown = ", ".join(areas[:most]) + (f" and {len(areas) - most} more" if len(areas) > most else "")
-        items.append(f"{name} ({shown})")
-    return ", ".join(items)
+def _warn_kept(r: EvalReport) -> None:
+    if r.cells_kept:
+        parts = ([f"unsupported {listing(r.unsupported)}"] if r.unsupported else []) + \
+            ([f"volatile {listing(r.volatile)} (a snapshot)"] if r.volatile else [])
+        _warn(f"{r.cells_kept:,} formula cells kept their cached values: {'; '.join(parts)}")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .api import load
-    from .compiler.grid import recalculate
-    from .compiler.lower import compile_model
-    from .compiler.model import find_model
-    from .errors import BadInput
-    from .handgrad import check_hand_gradients, parse_ranges, report_lines
-    from .verify import GRAD_RTOL, VALUE_RTOL, as_dict, check_gradients, check_trace, check_values
-    wb, graph = load(args.file)
-    hand_flags = (args.grad, args.of, args.wrt)
-    spec = hand = None
-    if any(hand_flags):                     # bad flags fail before the work
-        if not all(hand_flags):
-            raise BadInput("--grad, --of and --wrt go together, e.g. --grad K4:K33 --of F4:F33 --wrt C4:C33")
-        if args.params or args.loss or args.values_only:
-            raise BadInput("--grad checks hand-written derivatives; --params, --loss and --values-only belong to "
-                           "the Solver-model check: give one or the other")
-        areas = parse_ranges(wb, args.grad, args.of, args.wrt, args.sheet)
-    else:
-        spec = find_model(wb, args.sheet, args.params, args.loss)
-    recalc = recalculate(wb, graph)
-    skipped_cells = set()
-    for fid in recalc.skipped:
-        fam = graph.families[fid]
-        rows, cols = fam.out_cells()
-        skipped_cells.update((fam.sheet, int(r), int(c)) for r, c in zip(rows, cols))
-    sheets = check_values(wb, recalc, skipped_cells)
-    grads = trace = None
-    if spec is None:
-        hand = check_hand_gradients(wb, recalc.grids, *areas)
-    elif not args.values_only:
-        model = compile_model(wb, graph, spec)      # the workbook is read and parsed once
-        grads = check_gradients(model)
-        trace = check_trace(model)
-    ok = all(s.ok for s in sheets) and (grads is None or grads.ok) and (hand is None or hand.ok) \
-        and (trace is None or trace.ok)
+    from .app import verify_workbook
+    r = verify_workbook(args.file, args.sheet, args.params, args.loss, values_only=args.values_only,
+                        grad=args.grad, of=args.of, wrt=args.wrt)
     if args.json:
-        print(json.dumps({
-            "ok": ok, "objective": spec.objective_name if spec else None, "model_note": spec.note if spec else "",
-            "values": [as_dict(s) for s in sheets], "value_rtol": VALUE_RTOL,
-            "gradients": None if grads is None else {
-                "ok": grads.ok, "objective_value": grads.objective, "rtol": GRAD_RTOL,
-                "points": grads.points, "skipped_points": grads.skipped_points,
-                "checks": [dict(vars(g), ok=g.ok) for g in grads.checks]},
-            "trace": None if trace is None else dict(vars(trace), ok=trace.ok),
-            "hand_gradients": hand.as_dict() if hand else None,
-        }, indent=2))
-        return EXIT_OK if ok else EXIT_FAILED
+        _print_json(r.as_dict())
+    else:
+        _print_verify(r)
+    return EXIT_OK if r.ok else EXIT_FAILED
+
+
+def _print_verify(r: VerifyReport) -> None:
+    spec, grads, trace = r.spec, r.gradients, r.trace
     if spec is not None and spec.note:
         print(f"model     {spec.objective_name} ({spec.source}): {spec.note}")
-    print(f"values (recomputed vs cached, fail above rel {VALUE_RTOL:g})")
-    for s in sheets:
+    print(f"values (recomputed vs cached, fail above rel {r.value_rtol:g})")
+    for s in r.values:
         status = "ok  " if s.ok else "FAIL"
         extra = f", {s.skipped} not recomputed" if s.skipped else ""
         line = (f"  {status} {s.sheet:<12} {s.checked:>7,} cells  max abs {s.max_abs:.3g}  "
@@ -277,11 +229,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         worst = grads.worst
         status = "ok  " if grads.ok else "FAIL"
         print(f"gradients of {spec.objective_name} (autograd vs central differences, "
-              f"fail above rel {GRAD_RTOL:g})")
-        n_params = sum(a.size for a in model.param_areas.values())
+              f"fail above rel {r.grad_rtol:g})")
         at = f"{grads.points} weight point{'s' if grads.points != 1 else ''}" + (
             f" ({grads.skipped_points} more gave an error value)" if grads.skipped_points else "")
-        print(f"  {status} {n_params} parameters at {at}  max rel {worst.rel if worst else 0:.3g}"
+        print(f"  {status} {r.n_params} parameters at {at}  max rel {worst.rel if worst else 0:.3g}"
               + (f"  worst {worst.cell} ({worst.label}): autograd {worst.autograd:.10g}, "
                  f"finite difference {worst.finite_difference:.10g} (float64 noise of the "
                  f"difference: {worst.noise:.2g})" if worst else ""))
@@ -296,156 +247,79 @@ def cmd_verify(args: argparse.Namespace) -> int:
             part = "" if trace.traced else " (these cells interpreted, the rest traced: " + trace.reason + ")"
             print(f"traced program vs interpreter{part}\n  {'ok  ' if trace.ok else 'FAIL'} {trace.points} "
                   f"weight points  max rel {trace.max_rel:.3g}")
-    if hand is not None:
-        print("\n".join(report_lines(hand)))
-    print("verify: " + ("passed" if ok else "FAILED"))
-    return EXIT_OK if ok else EXIT_FAILED
-
-
-def default_output(src: Path, tag: str = "trained") -> Path:
-    """titanic.xlsx -> titanic.trained.xlsx beside it; the suffix is kept (an .xlsm stays .xlsm,
-    since its content type says macro-enabled and Excel refuses a mismatched suffix)."""
-    return src.with_name(f"{src.stem}.{tag}{src.suffix}")
-
-
-def _workbook_output(src: Path, given: str | None, tag: str = "trained") -> Path:
-    from .errors import BadInput
-    out = Path(given) if given else default_output(src, tag)
-    if not out.parent.is_dir():
-        raise BadInput(f"{out}: folder {out.parent} does not exist")
-    if out.exists() and out.resolve() == src.resolve():
-        raise BadInput(f"{out}: the output must be a new file, not the input")
-    macro = {".xlsm", ".xltm"}
-    if (src.suffix.lower() in macro) != (out.suffix.lower() in macro):
-        raise BadInput(f"{out}: keep the input's kind of suffix ({src.suffix}); Excel refuses a "
-                       f"{'macro-enabled' if src.suffix.lower() in macro else 'macro-free'} workbook "
-                       f"saved as {out.suffix or 'no suffix'}")
-    return out
+    if r.hand is not None:
+        print("\n".join(r.hand_lines()))
+    print("verify: " + ("passed" if r.ok else "FAILED"))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from .api import load, pick_device
-    from .compiler.lower import compile_model
-    from .compiler.model import find_model
-    from .errors import BadInput
-    from .progress import Progress
-    from .train import TrainOptions, train, trace_sheet
-    from .writeback import free_sheet_name, parameter_cells, sheet_names, write_trained
-    t_start = time.perf_counter()
-    src = Path(args.file)
-    out = _workbook_output(src, args.output)       # a bad output path fails before the work
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda: CUDA is not available on this machine (torch sees no GPU)")
-    device = pick_device(args.device)
-    opts = TrainOptions(steps=args.steps, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-                        batch_size=args.batch_size, init=args.init, seed=args.seed, log_every=args.log_every,
-                        dtype=args.dtype, compile=args.compile)
-    # Tracing the model (make_fx) imports torch._dynamo on first use: 1.6 s. Done now, it
-    # overlaps the workbook being read on the other core (reader.prefetch).
-    import torch._dynamo  # noqa: F401
-    wb, graph = load(src)                                           # read and parse once
-    spec = find_model(wb, args.sheet, args.params, args.loss)
-    model = compile_model(wb, graph, spec, device)
-    with Progress() as bar:                  # drawn only when stderr is a terminal
-        result = train(model, opts, bar)
-    values = parameter_cells(model.param_areas, result.weights)
-    sheet, shown = trace_sheet(result, model, free_sheet_name(sheet_names(src), "sgd_steps"))
-    written = write_trained(src, out, wb, graph, values, list(model.param_areas.values()), [sheet])
-    cell = written.recalc.grids.value(*spec.objective)
-    n_params = sum(a.size for a in model.param_areas.values())
-    warnings = []
-    if written.stale:
-        also = written.stale_inputs
-        warnings.append("kept stale cached values in cells that depend on the parameters but use functions "
-                        "xl2nn does not implement: " + ", ".join(written.stale)
-                        + (f"; cells computed from them are stale too: {', '.join(also[:10])}"
-                           f"{' ...' if len(also) > 10 else ''}" if also else ""))
-    if not isinstance(cell, float) or abs(cell - result.final_loss) > 1e-9 * max(abs(result.final_loss), 1e-300):
-        warnings.append(f"the recalculated objective {spec.objective_name} = {cell!r} differs from the "
-                        f"trained model's {result.final_loss!r}")
-    if result.hint(args.lr):
-        warnings.append(result.hint(args.lr))
-    if shown < n_params:
-        warnings.append(f"the trace sheet shows the first {shown} of {n_params} parameter cells "
-                        "(Excel's column limit)")
-    for w in warnings:
-        print(f"xl2nn: warning: {w}", file=sys.stderr)
-    summary = {
-        "output": str(out), "objective": spec.objective_name, "sense": spec.sense, "target": spec.target,
-        "start_loss": result.start_loss, "final_loss": result.final_loss,
-        "steps": result.steps, "epochs": result.epochs, "seconds": result.seconds,
-        "total_seconds": time.perf_counter() - t_start, "device": str(device), "dtype": args.dtype,
-        "optimizer": args.optimizer, "lr": args.lr, "batch_size": result.batch_size,
-        "rows": model.row_count, "init": args.init, "seed": args.seed, "log_every": result.log_every,
-        "parameters": n_params, "trace_sheet": sheet.name, "trace_rows": len(sheet.rows),
-        "cells_written": written.cells_written, "stale": written.stale,
-        "stale_inputs": written.stale_inputs, "warnings": warnings,
-        "got_worse": result.worse, "relu_units": result.relu_units,
-        "inactive_relu_units": result.inactive or [], "interpreted": result.interpreted,
-        "program": result.mode,
-    }
+    from .app import train_workbook
+    r = train_workbook(args.file, args.sheet, args.params, args.loss, output=args.output, device=args.device,
+                       steps=args.steps, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+                       batch_size=args.batch_size, init=args.init, seed=args.seed, log_every=args.log_every,
+                       dtype=args.dtype, compile=args.compile)
+    for w in r.warnings:
+        _warn(w)
     if args.json:
-        print(json.dumps(summary, indent=2))
-        return EXIT_OK
-    sense = {"min": "minimise", "max": "maximise", "value": f"reach {spec.target} with"}[spec.sense]
-    batch = "full batch" if result.batch_size is None else f"batches of {result.batch_size} of {model.row_count} rows"
-    init = "workbook weights" if args.init == "workbook" else f"random weights (seed {args.seed})"
+        _print_json(r.as_dict())
+    else:
+        _print_train(r)
+    return EXIT_OK
+
+
+def _print_train(r: TrainReport) -> None:
+    spec, o, result = r.spec, r.options, r.result
+    batch = "full batch" if result.batch_size is None else f"batches of {result.batch_size} of {r.rows} rows"
+    init = "workbook weights" if o.init == "workbook" else f"random weights (seed {o.seed})"
     rate = result.steps / result.seconds if result.seconds > 0 else float("inf")
-    print(f"trained   {sense} {spec.objective_name}: {n_params} parameters from {init}")
+    print(f"trained   {_sense(spec.sense, spec.target)} {spec.objective_name}: {r.parameters} parameters "
+          f"from {init}")
     if spec.note:
         print(f"          {spec.note}")
     epochs = "" if result.batch_size is None else f" ({result.epochs:g} epochs of {result.steps_per_epoch} steps)"
-    print(f"used      {args.optimizer}, lr {args.lr:g}, {batch}, {result.steps:,} steps{epochs}, "
-          f"{device} {args.dtype}")
+    print(f"used      {o.optimizer}, lr {o.lr:g}, {batch}, {result.steps:,} steps{epochs}, "
+          f"{r.device} {o.dtype}")
     print(f"loss      {result.start_loss:.10g} → {result.final_loss:.10g}")
     print(f"time      {result.seconds:.2f} s training ({rate:,.0f} steps/s), "
-          f"{summary['total_seconds']:.2f} s in all")
+          f"{r.total_seconds:.2f} s in all")
     if result.interpreted:
         how = "interpreted in part (exact; these cells slower, the rest traced)" if result.mode == "mixed" \
             else "interpreted, not traced (exact, slower)"
         print(f"          {how}: {result.interpreted}")
-    n_rows = len(sheet.rows)
     every = "every step" if result.log_every == 1 else f"every {result.log_every} steps"
-    print(f"wrote     {out}  ({written.cells_written:,} cells; trace sheet {sheet.name!r}: "
-          f"{n_rows:,} row{'s' if n_rows != 1 else ''}, {every})")
-    return EXIT_OK
+    print(f"wrote     {r.output}  ({r.cells_written:,} cells; trace sheet {r.trace_sheet!r}: "
+          f"{r.trace_rows:,} row{'s' if r.trace_rows != 1 else ''}, {every})")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .api import compile_workbook
-    from .export import export
-    c = compile_workbook(args.file, args.sheet, args.params, args.loss)
-    files = export(c.model, Path(args.output), args.file)
-    names = {n: str(a) for n, a in c.model.param_areas.items()}
+    from .app import export_model
+    r = export_model(args.file, args.output, args.sheet, args.params, args.loss)
     if args.json:
-        print(json.dumps({"files": [str(f) for f in files], "objective": c.spec.objective_name,
-                          "parameters": names}, indent=2))
+        _print_json(r.as_dict())
         return EXIT_OK
-    print(f"exported  {c.spec.objective_name} and its {len(names)} parameter range(s): "
-          + ", ".join(f"{n} = {a}" for n, a in names.items()))
-    for f in files:
+    print(f"exported  {r.objective} and its {len(r.parameters)} parameter range(s): "
+          + ", ".join(f"{n} = {a}" for n, a in r.parameters.items()))
+    for f in r.files:
         print(f"wrote     {f}")
     return EXIT_OK
 
 
 def cmd_import_weights(args: argparse.Namespace) -> int:
-    from .export import write_weights
-    src = Path(args.file)
-    out = _workbook_output(src, args.output, "imported")   # a bad output path fails before the work
-    written, spec = write_weights(src, Path(args.weights), out, args.sheet, args.params, args.loss)
-    objective = written.recalc.grids.value(*spec.objective)
-    for stale in written.stale:
-        print(f"xl2nn: warning: kept a stale cached value (unsupported function): {stale}", file=sys.stderr)
+    from .app import import_weights
+    r = import_weights(args.file, args.weights, args.output, args.sheet, args.params, args.loss)
+    for stale in r.stale:
+        _warn(f"kept a stale cached value (unsupported function): {stale}")
     if args.json:
-        print(json.dumps({"output": str(out), "objective": spec.objective_name, "objective_value": objective,
-                          "cells_written": written.cells_written, "stale": written.stale}, indent=2))
-        return EXIT_OK
-    print(f"imported  {args.weights} into {spec.objective_name}'s parameter cells")
-    print(f"objective {spec.objective_name} = {objective!r}")
-    print(f"wrote     {out}  ({written.cells_written:,} cells)")
+        _print_json(r.as_dict())
+    else:
+        _print_import(r)
     return EXIT_OK
+
+
+def _print_import(r: ImportReport) -> None:
+    print(f"imported  {r.weights} into {r.objective}'s parameter cells")
+    print(f"objective {r.objective} = {r.objective_value!r}")
+    print(f"wrote     {r.output}  ({r.cells_written:,} cells)")
 
 
 def run() -> None:

@@ -158,7 +158,7 @@ class CompiledModel(nn.Module):
     def _plans(self, fam: Family, owner: dict, local: dict, dyn_ids: set[int], grids: Grids) -> dict[Ref, Plan]:
         plans: dict[Ref, Plan] = {}
         rows, cols = fam.rows, fam.cols
-        for ref in set(refs(fam.ast)):
+        for ref in dict.fromkeys(refs(fam.ast)):      # formula order: the same listing every run
             R, C = grids.index(ref, rows, cols)
             base = grids.read(ref.sheet, R, C, torch.device("cpu"))
             if ref.sheet not in owner:

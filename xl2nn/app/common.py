@@ -1,0 +1,44 @@
+"""Helpers shared by the use cases and the CLI; no torch here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import BadInput
+
+
+def default_output(src: Path, tag: str = "trained") -> Path:
+    """titanic.xlsx -> titanic.trained.xlsx beside it; the suffix is kept (an .xlsm stays .xlsm,
+    since its content type says macro-enabled and Excel refuses a mismatched suffix)."""
+    return src.with_name(f"{src.stem}.{tag}{src.suffix}")
+
+
+def workbook_output(src: Path, given: str | os.PathLike[str] | None, tag: str = "trained") -> Path:
+    """The new workbook to write: `given`, or the default beside `src`; a bad one is BadInput."""
+    out = Path(given) if given else default_output(src, tag)
+    if not out.parent.is_dir():
+        raise BadInput(f"{out}: folder {out.parent} does not exist")
+    if out.exists() and out.resolve() == src.resolve():
+        raise BadInput(f"{out}: the output must be a new file, not the input")
+    macro = {".xlsm", ".xltm"}
+    if (src.suffix.lower() in macro) != (out.suffix.lower() in macro):
+        raise BadInput(f"{out}: keep the input's kind of suffix ({src.suffix}); Excel refuses a "
+                       f"{'macro-enabled' if src.suffix.lower() in macro else 'macro-free'} workbook "
+                       f"saved as {out.suffix or 'no suffix'}")
+    return out
+
+
+def listing(by_name: dict[str, list[str]], most: int = 4) -> str:
+    """'VLOOKUP (s!K1:K9, s!M2), FOO (s!A1 and 3 more)': each function with its cells."""
+    items = []
+    for name, areas in by_name.items():
+        shown = ", ".join(areas[:most]) + (f" and {len(areas) - most} more" if len(areas) > most else "")
+        items.append(f"{name} ({shown})")
+    return ", ".join(items)
+
+
+def warning_categories() -> tuple[type[Warning], ...]:
+    """The warnings xl2nn issues that the CLI shows every time, one line each (imports torch)."""
+    from ..compiler.lower import SnapshotWarning
+    from ..train import CompileWarning
+    return SnapshotWarning, CompileWarning
