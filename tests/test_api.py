@@ -40,3 +40,11 @@ def test_wrong_types_name_the_argument(tmp_path, kwargs, message):
         compile_workbook(src, **kwargs)
     with pytest.raises(TypeError, match="path must be a str or a pathlib.Path, not bytes"):
         compile_workbook(bytes(src))
+
+
+def test_the_command_line_imports_no_torch():
+    """cli.py only parses and prints; the use cases (xl2nn.app) load torch when called."""
+    import subprocess
+    import sys
+    code = "import sys, xl2nn.cli, xl2nn.app; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
