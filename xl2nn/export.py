@@ -25,7 +25,7 @@ from .compiler.model import ModelSpec
 from .compiler.program import Program
 from .errors import BadInput
 from .writeback import TrainedWrite
-from .writer.atomic import atomic_output
+from .writer.atomic import atomic_output, output_problem
 
 FORMATS = (".py", ".pt", ".safetensors", ".onnx")
 
@@ -37,8 +37,9 @@ def export(model: CompiledModel, out: Path, source: str) -> list[Path]:
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise BadInput(f"{out}: export writes {', '.join(FORMATS)} (by the output's suffix), not {suffix or 'no suffix'}")
-    if not out.parent.is_dir():
-        raise BadInput(f"{out}: folder {out.parent} does not exist")
+    why = output_problem(out)
+    if why:
+        raise BadInput(f"{out}: {why}")
     if suffix == ".pt":
         buf = io.BytesIO()
         torch.save(state_dict(model), buf)

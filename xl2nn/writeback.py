@@ -16,6 +16,7 @@ from .ooxml import M, ZIP_ERRORS, parse_xml, read_part, workbook_part
 from .reader.workbook import Workbook
 from .functions.values import NUM
 from .writer import CellColumns, NewSheet, patch_workbook
+from .writer.atomic import output_problem
 
 
 def recalculated_values(graph: Graph, recalc: Recalc) -> dict[str, CellColumns]:
@@ -43,10 +44,9 @@ def write_recalculated(src: Path, dst: Path, wb: Workbook, graph: Graph, recalc:
                        extra: Mapping[str, Mapping[tuple[int, int], CellValue]] | None = None,
                        new_sheets: Sequence[NewSheet] = (), recalc_on_open: bool = False) -> int:
     """Write `dst`: `src` with recomputed cached values (plus `extra` cells); returns cells written."""
-    if dst.resolve() == src.resolve():
-        raise BadInput(f"{dst}: the output must be a new file, not the input")
-    if not dst.parent.exists():
-        raise BadInput(f"{dst}: folder {dst.parent} does not exist")
+    why = output_problem(dst, src)
+    if why:
+        raise BadInput(f"{dst}: {why}")
     updates: dict[str, CellColumns | dict[tuple[int, int], CellValue]] = dict(recalculated_values(graph, recalc))
     for sheet, cells in (extra or {}).items():
         target = updates.setdefault(sheet, {})

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from ..errors import BadInput
+from ..writer.atomic import output_problem
 
 
 def default_output(src: Path, tag: str = "trained") -> Path:
@@ -16,10 +17,9 @@ def default_output(src: Path, tag: str = "trained") -> Path:
 def workbook_output(src: Path, given: str | os.PathLike[str] | None, tag: str = "trained") -> Path:
     """The new workbook to write: `given`, or the default beside `src`; a bad one is BadInput."""
     out = Path(given) if given else default_output(src, tag)
-    if not out.parent.is_dir():
-        raise BadInput(f"{out}: folder {out.parent} does not exist")
-    if out.exists() and out.resolve() == src.resolve():
-        raise BadInput(f"{out}: the output must be a new file, not the input")
+    why = output_problem(out, src)
+    if why:
+        raise BadInput(f"{out}: {why}")
     macro = {".xlsm", ".xltm"}
     if (src.suffix.lower() in macro) != (out.suffix.lower() in macro):
         raise BadInput(f"{out}: keep the input's kind of suffix ({src.suffix}); Excel refuses a "

@@ -8,6 +8,26 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether a and b name one file (links and other spellings of a path included)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return Path(b).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def output_problem(dst: Path, src: Path | None = None) -> str | None:
+    """Why `dst` cannot be written as a new output (of the input `src`), or None: the one check
+    every command's output goes through."""
+    if not Path(dst).parent.is_dir():
+        return f"folder {Path(dst).parent} does not exist"
+    if src is not None and same_file(src, dst):
+        return "the output must be a new file, not the input"
+    return None
+
+
 @contextmanager
 def atomic_output(dst: Path) -> Iterator[BinaryIO]:
     """Yield a file in dst's folder; on success it is fsynced and renamed to dst, on any

@@ -8,7 +8,6 @@ attributes and drop markup Excel needs).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import zipfile
@@ -20,7 +19,7 @@ import numpy as np
 from ..cells import CellValue
 from ..errors import BadInput
 from ..ooxml import ZIP_ERRORS, why_unreadable, read_part, sheet_parts, workbook_part
-from .atomic import atomic_output
+from .atomic import atomic_output, same_file
 from .columns import CellColumns, cell_keys, splice_numbers
 from .package import _Package, _add_new_sheets, _set_full_calc_on_load
 from .sheet_patch import _SheetPatch, _Val, _check_updates
@@ -67,15 +66,6 @@ def _write_package(zf: zipfile.ZipFile, tmp_fh, replaced: Mapping[str, bytes], a
             out.writestr(zi, data)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _splice_columns(data: bytes, columns: CellColumns, vals: dict[tuple[int, int], _Val], sheet: str,
                     spans=None) -> tuple[bytes, dict[tuple[int, int], _Val]]:
     """The numbers of `columns` spliced into the part at once; returns the part and what is
@@ -110,7 +100,7 @@ def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int
     file in dst's folder is fsynced and renamed; on error it is removed and dst not created.
     """
     src, dst = Path(src), Path(dst)
-    if _same_file(src, dst):
+    if same_file(src, dst):
         raise ValueError(f"destination {dst} is the source workbook; write to another file")
     label = str(src)
 
