@@ -89,7 +89,8 @@ def measure(rows: int, folder: Path, libreoffice: bool) -> dict:
     r.update(json.loads(out.strip().splitlines()[-1]))
     r["phases_mib"] = mib
     if libreoffice:
-        code = ("import sys, time; from pathlib import Path; from xl2nn.libreoffice import recalculate;"
+        code = (f"import sys, time; sys.path.insert(0, {str(HERE.parent)!r}); from pathlib import Path; "
+                "from tests.libreoffice import recalculate;"
                 "t = time.perf_counter(); recalculate(Path(sys.argv[1]), Path(sys.argv[2]), timeout=1800);"
                 "print(time.perf_counter() - t)")
         _, _, out = timed_process([sys.executable, "-c", code, str(book), str(folder / f"lo_{rows}.xlsx")])
@@ -108,7 +109,8 @@ def main() -> None:
     ap.add_argument("--keep", help="folder for the generated workbooks (default: a temporary one)")
     ap.add_argument("--no-libreoffice", action="store_true", help="skip LibreOffice's recalculation")
     args = ap.parse_args()
-    from xl2nn.libreoffice import find_soffice
+    sys.path.insert(0, str(HERE.parent))
+    from tests.libreoffice import find_soffice
     libreoffice = not args.no_libreoffice and find_soffice() is not None
     with tempfile.TemporaryDirectory(prefix="xl2nn-scale-") as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp)

@@ -33,7 +33,7 @@ from xl2nn.compiler.grid import recalculate                      # noqa: E402
 from xl2nn.compiler.lower import compile_model                   # noqa: E402
 from xl2nn.compiler.model import find_model                      # noqa: E402
 from xl2nn.handgrad import check_hand_gradients, parse_ranges    # noqa: E402
-from xl2nn.libreoffice import find_soffice, recalculate_many     # noqa: E402
+from tests.libreoffice import find_soffice, recalculate_many     # noqa: E402
 from xl2nn.reader import read_workbook                           # noqa: E402
 from xl2nn.verify import check_gradients, check_values           # noqa: E402
 from xl2nn.writer import patch_workbook                          # noqa: E402

@@ -12,7 +12,7 @@ import torch
 from xl2nn.api import compile_workbook, load
 from xl2nn.cells import CellError
 from xl2nn.compiler.grid import recalculate
-from xl2nn.libreoffice import find_soffice, recalculate_many
+from .libreoffice import find_soffice, recalculate_many
 from xl2nn.reader import read_workbook
 
 from .conftest import agrees, run_cli

@@ -90,7 +90,7 @@ def test_eval_computes_what_it_can_and_lists_the_rest(tmp_path):
     by function; the cells that read them are computed from those values. --strict: exit 2."""
     import json
 
-    from xl2nn.libreoffice import find_soffice
+    from .libreoffice import find_soffice
     from xl2nn.reader import read_workbook
     from openpyxl import Workbook
     wb = Workbook()
@@ -105,7 +105,7 @@ def test_eval_computes_what_it_can_and_lists_the_rest(tmp_path):
     src = tmp_path / "partial.xlsx"
     wb.save(src)
     if find_soffice() is not None:                   # give the file real cached values
-        from xl2nn.libreoffice import recalculate
+        from .libreoffice import recalculate
         recalculate(src, tmp_path / "cached.xlsx")
         src = tmp_path / "cached.xlsx"
     cached = read_workbook(src).sheets["s"].values

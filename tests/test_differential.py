@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from xl2nn.api import load
 from xl2nn.cells import CellError, a1
 from xl2nn.compiler.grid import recalculate
-from xl2nn.libreoffice import find_soffice, recalculate_many
+from .libreoffice import find_soffice, recalculate_many
 
 pytestmark = pytest.mark.skipif(find_soffice() is None, reason="LibreOffice (soffice) is not installed")
 

@@ -16,7 +16,7 @@ import pytest
 from xl2nn.api import load
 from xl2nn.cells import CellError
 from xl2nn.compiler.grid import recalculate
-from xl2nn.libreoffice import find_soffice, recalculate as lo_recalculate
+from .libreoffice import find_soffice, recalculate as lo_recalculate
 
 ROWS = 5
 # (365 formula, its expansion), each copied down rows 1..ROWS; data in A:C.

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from xl2nn import cli
 from xl2nn.api import compile_workbook
 from xl2nn.export import load_python, read_weights
-from xl2nn.libreoffice import find_soffice, recalculate_many
+from .libreoffice import find_soffice, recalculate_many
 from xl2nn.reader import read_workbook
 
 from .conftest import sha256

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from defusedxml import ElementTree as SafeET
 
-from xl2nn.libreoffice import find_soffice, recalculate
+from .libreoffice import find_soffice, recalculate
 
 from .conftest import solver_workbook
 from .test_preservation import (DATA, LR, MODEL, STEPS, W0, X, Y, assert_preserved, build_book, cells, mse,

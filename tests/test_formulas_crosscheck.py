@@ -42,7 +42,7 @@ from xl2nn.api import load  # noqa: E402
 from xl2nn.cells import CellError, a1, col_letters  # noqa: E402
 from xl2nn.compiler.grid import recalculate  # noqa: E402
 from xl2nn.functions import FUNCTIONS, VOLATILE  # noqa: E402
-from xl2nn.libreoffice import find_soffice, recalculate as lo_recalculate  # noqa: E402
+from .libreoffice import find_soffice, recalculate as lo_recalculate  # noqa: E402
 from xl2nn.reader import read_workbook  # noqa: E402
 
 RTOL = 1e-9

@@ -5,7 +5,7 @@ import pytest
 
 from xl2nn.api import load
 from xl2nn.compiler.grid import recalculate
-from xl2nn.libreoffice import find_soffice, recalculate as lo_recalculate
+from .libreoffice import find_soffice, recalculate as lo_recalculate
 from xl2nn.reader import read_workbook
 from xl2nn.verify import check_values
 

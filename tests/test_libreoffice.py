@@ -10,7 +10,7 @@ import pytest
 
 openpyxl = pytest.importorskip("openpyxl")
 
-from xl2nn.libreoffice import find_soffice, recalculate, recalculate_many  # noqa: E402
+from .libreoffice import find_soffice, recalculate, recalculate_many  # noqa: E402
 
 if find_soffice() is None:
     pytest.skip("LibreOffice (soffice/libreoffice) is not on PATH", allow_module_level=True)

@@ -10,7 +10,7 @@ from xl2nn.api import compile_workbook, load
 from xl2nn.cells import CellError
 from xl2nn.compiler.grid import recalculate
 from xl2nn.compiler.program import Program
-from xl2nn.libreoffice import find_soffice, recalculate as lo_recalculate
+from .libreoffice import find_soffice, recalculate as lo_recalculate
 from xl2nn.reader import read_workbook
 
 from .conftest import agrees, solver_workbook
@@ -394,7 +394,7 @@ def test_gradient_through_lookup_into_weights(tmp_path, which):
 @pytest.fixture(scope="module")
 def lookup_models(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """Each lookup model's workbook and LibreOffice's recalculation of it (one soffice run)."""
-    from xl2nn.libreoffice import recalculate_many
+    from .libreoffice import recalculate_many
     d = tmp_path_factory.mktemp("models")
     pairs = {k: (_lookup_workbook(d / f"{k}.xlsx", t), d / f"{k}.lo.xlsx") for k, t in TERMS.items()}
     recalculate_many(list(pairs.values()))

@@ -23,7 +23,7 @@ from xl2nn.api import load
 from xl2nn.cells import CellError, cell_name
 from xl2nn.compiler.grid import recalculate
 from xl2nn.compiler.model import find_model, solver_sheets
-from xl2nn.libreoffice import find_soffice, recalculate_many
+from .libreoffice import find_soffice, recalculate_many
 from xl2nn.reader import read_workbook
 
 from .conftest import ROOT

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from defusedxml import ElementTree as SafeET
 
-from xl2nn.libreoffice import find_soffice, recalculate_many
+from .libreoffice import find_soffice, recalculate_many
 
 from .conftest import run_cli
 

@@ -14,7 +14,7 @@ import pytest
 from xl2nn.api import load
 from xl2nn.compiler.lower import compile_model
 from xl2nn.compiler.model import find_model, solver_sheets
-from xl2nn.libreoffice import find_soffice, recalculate_many
+from .libreoffice import find_soffice, recalculate_many
 from xl2nn.reader import read_workbook
 from xl2nn.verify import check_gradients
 from xl2nn.writer import patch_workbook

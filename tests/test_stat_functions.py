@@ -18,7 +18,7 @@ from xl2nn.functions import FUNCTIONS
 from xl2nn.functions.criteria import (BLANK, BOOLEAN, EMPTY_ONLY, EQ, ERROR_CODE, GE, LT, NE, NUMBER, PATTERN,
                                       STRING, parse, parse_text)
 from xl2nn.functions.values import Val, from_objects
-from xl2nn.libreoffice import find_soffice, recalculate as lo_recalculate
+from .libreoffice import find_soffice, recalculate as lo_recalculate
 from xl2nn.reader import read_workbook
 
 from .conftest import agrees, solver_workbook

@@ -16,7 +16,7 @@ from xl2nn.functions import FUNCTIONS
 from xl2nn.functions.numtext import parse_number, serial
 from xl2nn.functions.text import MAX_TEXT
 from xl2nn.functions.values import NUM, TEXT, Val, scalar, to_objects
-from xl2nn.libreoffice import find_soffice
+from .libreoffice import find_soffice
 
 from .conftest import agrees
 
@@ -135,7 +135,7 @@ def _workbook(path: Path) -> dict[str, str]:
 def judged(tmp_path_factory) -> Path:
     if find_soffice() is None:
         pytest.skip("LibreOffice (soffice) is not installed")
-    from xl2nn.libreoffice import recalculate as lo_recalculate
+    from .libreoffice import recalculate as lo_recalculate
     d = tmp_path_factory.mktemp("lo_text")
     src = d / "text.xlsx"
     _workbook(src)

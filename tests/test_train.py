@@ -17,7 +17,7 @@ import torch
 
 from xl2nn import cli
 from xl2nn.api import compile_workbook
-from xl2nn.libreoffice import find_soffice, recalculate_many
+from .libreoffice import find_soffice, recalculate_many
 from xl2nn.ooxml import sheet_parts
 from xl2nn.progress import Progress
 from xl2nn.reader import read_workbook

@@ -428,7 +428,7 @@ def test_sgd_steps_rows_are_the_sheet_at_their_weights(tmp_path: Path) -> None:
     recalculates a copy of the workbook holding them."""
     from openpyxl import load_workbook
 
-    from xl2nn.libreoffice import find_soffice, recalculate_many
+    from .libreoffice import find_soffice, recalculate_many
 
     from .conftest import run_cli
     if find_soffice() is None:

@@ -1,4 +1,5 @@
-"""LibreOffice headless as an independent spreadsheet engine that really recalculates.
+"""LibreOffice headless as an independent spreadsheet engine that really recalculates: the judge the
+tests, the sample builder and the benchmarks compare against (not part of xl2nn itself).
 
 ``recalculate`` writes an .xlsx copy of a workbook whose cached values are the ones
 LibreOffice computed, so they can be compared with xl2nn's own evaluation.
