@@ -118,7 +118,6 @@ class CompiledModel(nn.Module):
         dyn_ids = set(dynamic) | set(self._pid.values())
         self._steps = [Step(graph.families[f], self._plans(graph.families[f], owner, local, dyn_ids, grids))
                        for f in dynamic]
-        self._dynamic = dynamic
         sheet, row, col = spec.objective
         fam = graph.family_at(sheet, row, col)
         if fam is None:
