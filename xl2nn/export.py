@@ -199,13 +199,15 @@ def write_weights(src: Path, weights: Mapping[str, np.ndarray] | Path, dst: Path
                   params: str | None = None, loss: str | None = None) -> tuple[TrainedWrite, ModelSpec]:
     """A copy of the workbook `src` at `dst` with `weights` (a mapping, or a .pt/.safetensors
     file) in the parameter cells and every formula cell's cached value recomputed for them."""
-    from .api import load
     from .compiler.lower import compile_model
     from .compiler.model import find_model
     from .writeback import parameter_cells, write_trained
     where = Path(weights) if isinstance(weights, (str, Path)) else Path("weights")
     raw = read_weights(where) if isinstance(weights, (str, Path)) else weights   # bad files fail first
-    wb, graph = load(src)
+    from .ir.graph import build_graph
+    from .reader import read_workbook
+    wb = read_workbook(src)
+    graph = build_graph(wb)
     spec = find_model(wb, sheet, params, loss)
     model = compile_model(wb, graph, spec)
     checked = check_weights(model, raw, where)

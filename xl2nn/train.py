@@ -16,13 +16,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .cells import MAX_COL, Area, CellError, cell_name
+from .cells import Area, CellError
 from .compiler.lower import CompiledModel
 from .compiler.model import ModelSpec
 from .compiler.program import Program
 from .errors import BadInput
 from .progress import Progress
-from .writer import LineChart, NewSheet
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 INITS = ("workbook", "random")
@@ -382,30 +381,3 @@ def _sheet_at(model: CompiledModel):
     weights = {n: p.detach().cpu().numpy() for n, p in model.weights.items()}
     return recalculate(model.workbook, model.graph, only=model.needed,
                        overrides=parameter_cells(model.param_areas, weights)).grids
-
-
-# --------------------------------------------------------------------------- the trace sheet
-
-def trace_sheet(result: TrainResult, model: CompiledModel, name: str) -> tuple[NewSheet, int]:
-    """The `sgd_steps` sheet: step, loss, then per parameter cell its value, gradient and update.
-
-    Returns the sheet and how many parameter cells it shows (all, unless Excel's column
-    limit is reached).
-    """
-    header = ["step", "loss"]
-    room = (MAX_COL - 2) // 3
-    shown = 0
-    for pname, area in model.param_areas.items():
-        for (r, c), label in zip(area.cells(), model.param_labels[pname]):
-            if shown == room:
-                break
-            cell = cell_name(area.sheet, r, c)
-            head = cell if label == cell.split("!")[-1] else f"{cell} {label}"
-            header += [head, f"dL/d {cell}", f"update {cell}"]
-            shown += 1
-    tr = result.trace
-    rows = np.empty((len(tr.steps), 2 + 3 * shown))
-    rows[:, 0], rows[:, 1] = tr.steps, tr.loss
-    rows[:, 2::3], rows[:, 3::3], rows[:, 4::3] = tr.weights[:, :shown], tr.grads[:, :shown], tr.updates[:, :shown]
-    chart = LineChart(title="Training loss", x_title="step", y_title=model.spec.objective_name, x_col=0, y_cols=[1])
-    return NewSheet(name, header, rows, number_format="General", column_width=16.0, chart=chart), shown

@@ -9,15 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..api import load, pick_device
-from ..compiler.lower import compile_model
+from ..cells import MAX_COL, cell_name
+from ..compiler.lower import CompiledModel, compile_model
 from ..compiler.model import ModelSpec, find_model
 from ..errors import BadInput
 from ..progress import Progress
-from ..train import TrainOptions, TrainResult, train, trace_sheet
+from ..train import TrainOptions, TrainResult, train
 from ..writeback import free_sheet_name, parameter_cells, sheet_names, write_trained
+from ..writer import LineChart, NewSheet
 from .common import workbook_output
 
 
@@ -105,3 +108,28 @@ def train_workbook(path: str | os.PathLike[str], sheet: str | None = None,
     return TrainReport(out, spec, opts, result, str(dev), model.row_count, n_params, trace.name, len(trace.rows),
                        written.cells_written, written.stale, written.stale_inputs, warnings,
                        time.perf_counter() - t_start)
+
+
+def trace_sheet(result: TrainResult, model: CompiledModel, name: str) -> tuple[NewSheet, int]:
+    """The `sgd_steps` sheet: step, loss, then per parameter cell its value, gradient and update.
+
+    Returns the sheet and how many parameter cells it shows (all, unless Excel's column
+    limit is reached).
+    """
+    header = ["step", "loss"]
+    room = (MAX_COL - 2) // 3
+    shown = 0
+    for pname, area in model.param_areas.items():
+        for (r, c), label in zip(area.cells(), model.param_labels[pname]):
+            if shown == room:
+                break
+            cell = cell_name(area.sheet, r, c)
+            head = cell if label == cell.split("!")[-1] else f"{cell} {label}"
+            header += [head, f"dL/d {cell}", f"update {cell}"]
+            shown += 1
+    tr = result.trace
+    rows = np.empty((len(tr.steps), 2 + 3 * shown))
+    rows[:, 0], rows[:, 1] = tr.steps, tr.loss
+    rows[:, 2::3], rows[:, 3::3], rows[:, 4::3] = tr.weights[:, :shown], tr.grads[:, :shown], tr.updates[:, :shown]
+    chart = LineChart(title="Training loss", x_title="step", y_title=model.spec.objective_name, x_col=0, y_cols=[1])
+    return NewSheet(name, header, rows, number_format="General", column_width=16.0, chart=chart), shown
