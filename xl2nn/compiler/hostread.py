@@ -19,10 +19,24 @@ from ..functions.tracing import HostRead
 _READS = {torch.Tensor.numpy, torch.Tensor.tolist, torch.Tensor.__array__, torch.Tensor.item,
           torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__,
           torch.equal, torch.allclose}
+# Ops whose result's shape depends on the numbers: the trace would keep the shape it saw.
+_SHAPED = {torch.nonzero, torch.Tensor.nonzero, torch.argwhere, torch.Tensor.argwhere, torch.unique,
+           torch.Tensor.unique, torch.unique_consecutive, torch.Tensor.unique_consecutive,
+           torch.masked_select, torch.Tensor.masked_select, torch.repeat_interleave,
+           torch.Tensor.repeat_interleave}
+# x[mask] too; x[mask] = v keeps x's shape (and a v made by x[mask] would have raised).
+_INDEXING = {torch.Tensor.__getitem__}
 
 
 class HostReadGuard(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _SHAPED or func in _INDEXING:
+            mode = get_proxy_mode()
+            if mode is not None:
+                tensors = [a for a in _flat(args) if isinstance(a, torch.Tensor)
+                           and (func in _SHAPED or a.dtype == torch.bool)]
+                if any(_depends_on_input(t, mode.tracer) for t in tensors):
+                    raise HostRead(getattr(func, "__name__", str(func)))
         if func in _READS:
             mode = get_proxy_mode()
             if mode is not None:
@@ -33,6 +47,14 @@ class HostReadGuard(TorchFunctionMode):
                 with disable_proxy_modes_tracing():
                     return func(*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
+
+
+def _flat(args: object) -> list[object]:
+    """Arguments with tuples and lists opened (an index like x[mask, 0])."""
+    out: list[object] = []
+    for a in args if isinstance(args, (tuple, list)) else (args,):
+        out.extend(_flat(a) if isinstance(a, (tuple, list)) else [a])
+    return out
 
 
 def _depends_on_input(t: torch.Tensor, tracer: object) -> bool:
