@@ -173,9 +173,15 @@ def _segments(model: CompiledModel, first: HostRead) -> list[Segment] | None:
     there; the runs between them are traced. None if even that cannot be traced."""
     steps = model.steps
     interpreted = {first.family.id} if first.family is not None else set()
+    try:
+        with torch.no_grad():       # example inputs: every family at the current weights
+            model()
+    except Exception:               # e.g. ISNA of an error there: the interpreter alone says so
+        return None
+    examples = {i: t.detach() for i, t in model.outputs.items()}
     for _ in range(len(steps)):
         try:
-            return _build_segments(model, steps, interpreted)
+            return _build_segments(model, steps, interpreted, examples)
         except HostRead as exc:
             if exc.family is None or exc.family.id in interpreted:
                 return None
@@ -185,7 +191,8 @@ def _segments(model: CompiledModel, first: HostRead) -> list[Segment] | None:
     return None
 
 
-def _build_segments(model: CompiledModel, steps: list, interpreted: set[int]) -> list[Segment]:
+def _build_segments(model: CompiledModel, steps: list, interpreted: set[int],
+                    examples: dict[int, torch.Tensor]) -> list[Segment]:
     runs: list[list] = []
     for step in steps:
         alone = step.family.id in interpreted
@@ -208,11 +215,13 @@ def _build_segments(model: CompiledModel, steps: list, interpreted: set[int]) ->
         else:
             inputs = sorted({p for s in run for p in s.producers()} - set(ids) - n_params)
             outputs = [i for i in ids if i in read_later[k]]
-            segments.append(Segment(run, optimise(_trace_steps(model, run, inputs, outputs)), inputs, outputs))
+            program = optimise(_trace_steps(model, run, inputs, outputs, [examples[i] for i in inputs]))
+            segments.append(Segment(run, program, inputs, outputs))
     return segments
 
 
-def _trace_steps(model: CompiledModel, run: list, inputs: list[int], outputs: list[int]) -> fx.GraphModule:
+def _trace_steps(model: CompiledModel, run: list, inputs: list[int], outputs: list[int],
+                 examples: list[torch.Tensor]) -> fx.GraphModule:
     names = list(model.weights.keys())
 
     def segment(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -223,10 +232,7 @@ def _trace_steps(model: CompiledModel, run: list, inputs: list[int], outputs: li
             model.run_steps(outs, run)
             return tuple(outs[i] for i in outputs)
 
-    with torch.no_grad():           # example inputs: the earlier families at the current weights
-        model()
-    example = [model.weights[n].detach() for n in names] + [model.outputs[i].detach() for i in inputs]
-    return _guarded_trace(model, segment, example)
+    return _guarded_trace(model, segment, [model.weights[n].detach() for n in names] + examples)
 
 
 def _trace(model: CompiledModel, index: torch.Tensor | None) -> fx.GraphModule:

@@ -16,7 +16,7 @@ import torch
 from ..cells import CellError
 from ..errors import UnsupportedFormula
 from .registry import Context, argument, excel
-from .values import (BOOL, EMPTY, ERROR, NA, NUM, TEXT, VALUE, Val, from_objects, scalar, to_objects,
+from .values import (BOOL, COMPUTED, EMPTY, ERROR, NA, NUM, TEXT, VALUE, Val, from_objects, scalar, to_objects,
                      unchecked_errors)
 
 
@@ -52,20 +52,26 @@ _NONFINITE_TESTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     "ISNONTEXT": lambda flags, bad: flags,
     "ISBLANK": lambda flags, bad: flags,
     "ISTEXT": lambda flags, bad: flags,
-    "ISLOGICAL": lambda flags, bad: flags,
+    "ISLOGICAL": lambda flags, bad: flags & ~bad,
 }
+
+
+_NO_CODE = ("{} of an error computed while training: xl2nn keeps no error code there (ISERROR keeps "
+            "none either and works)")
 
 
 def _make_test(name: str, test: Callable[[Val], np.ndarray]) -> None:
     def impl(args: list[Val | None], ctx: Context) -> Val:
         v = argument(args, 0, ctx)
+        if not ctx.checked and name not in _NONFINITE_TESTS and (_codes(v) == COMPUTED.code).any():
+            raise UnknownErrorCode(_NO_CODE.format(name))      # one that went through an exact path
         if not unchecked_errors(v, ctx):
             return _flags(test(v), ctx)
-        bad = torch.as_tensor(v.kinds() == NUM, device=v.num.device) & ~torch.isfinite(v.num)
+        kinds = v.kinds()
+        bad = torch.as_tensor((kinds == NUM) | (kinds == BOOL), device=v.num.device) & ~torch.isfinite(v.num)
         if name not in _NONFINITE_TESTS:
             if bool(bad.any()):
-                raise UnknownErrorCode(f"{name} of an error computed while training: xl2nn keeps no error "
-                                       "code there (ISERROR keeps none either and works)")
+                raise UnknownErrorCode(_NO_CODE.format(name))
             return _flags(test(v), ctx)
         flags = torch.as_tensor(np.array(test(v)), device=v.num.device)
         return Val(_NONFINITE_TESTS[name](flags, bad).to(torch.float64), BOOL)

@@ -35,6 +35,9 @@ NA = CellError("#N/A")
 NUM_ERR = CellError("#NUM!")
 NAME = CellError("#NAME?")
 REF = CellError("#REF!")
+# An error an unchecked run computed (a non-finite number): which one is not kept. Never
+# written to a cell: checked runs (eval, verify, write-back) have no non-finite numbers.
+COMPUTED = CellError("#COMPUTED!")
 
 
 @dataclass
@@ -97,7 +100,7 @@ class Val:
 
 def unchecked_errors(v: Val, ctx: Any) -> bool:
     """Whether v may hold errors as non-finite numbers: a computed value in an unchecked run."""
-    return not ctx.checked and not v.exact and v.has(NUM)
+    return not ctx.checked and not v.exact and (v.has(NUM) or v.has(BOOL))
 
 
 def scalar(value: CellValue, device: torch.device | str = "cpu") -> Val:
@@ -140,11 +143,16 @@ def to_objects(v: Val) -> np.ndarray:
     kinds = v.kinds()
     out = np.empty(num.shape, dtype=object)
     text = np.broadcast_to(v.text, num.shape) if v.text is not None else None
+    # A non-finite number or boolean is an error an unchecked run computed: the exact paths
+    # must see an error there, not a float('nan') that compares False or a bool(nan) = True.
+    computed = ~np.isfinite(num) & ((kinds == NUM) | (kinds == BOOL))
     it = np.nditer(num, flags=["multi_index", "refs_ok"])
     for x in it:
         idx = it.multi_index
         k = kinds[idx]
-        if k == NUM:
+        if computed[idx]:
+            out[idx] = COMPUTED
+        elif k == NUM:
             out[idx] = float(x)
         elif k == BOOL:
             out[idx] = bool(x)

@@ -1,0 +1,55 @@
+"""Training's error semantics (values.py): an error computed in an unchecked run is a
+non-finite number, and every path that looks at values, fast or exact, reads it as an error."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xl2nn.cells import CellError
+from xl2nn.functions import FUNCTIONS, binary
+from xl2nn.functions.information import UnknownErrorCode
+from xl2nn.functions.values import BOOL, NUM, TEXT, Val, to_objects
+
+
+class _Ctx:
+    device = torch.device("cpu")
+    checked = False
+
+
+def _val(xs: list[float], kind: int = NUM) -> Val:
+    return Val(torch.tensor(xs, dtype=torch.float64).reshape(len(xs), 1, 1), kind)
+
+
+def _mixed(xs: list[float]) -> Val:
+    """Numbers, the last entry text: a block the exact (object) paths take."""
+    kinds = np.full((len(xs) + 1, 1, 1), NUM, np.int8)
+    kinds[-1] = TEXT
+    text = np.empty((len(xs) + 1, 1, 1), object)
+    text[-1] = "a"
+    return Val(torch.tensor(xs + [math.nan], dtype=torch.float64).reshape(-1, 1, 1), kinds, text)
+
+
+def test_the_exact_paths_see_an_error_not_a_number():
+    objs = to_objects(_val([1.0, math.nan, math.inf])).reshape(-1)
+    assert objs[0] == 1.0 and all(isinstance(o, CellError) for o in objs[1:])
+    # a comparison's NaN settled into a boolean is an error, not bool(nan) = True
+    assert isinstance(to_objects(_val([math.nan], BOOL)).reshape(-1)[0], CellError)
+    # a comparison on the exact path (mixed kinds): the NaN entry compares as an error
+    got = to_objects(binary("<", _mixed([1.0, math.nan]), _val([0.5]), _Ctx())).reshape(-1)
+    assert got[0] is False and isinstance(got[1], CellError) and got[2] is False
+
+
+def test_is_functions_read_a_computed_error():
+    flags = lambda name, v: FUNCTIONS[name].impl([v], _Ctx()).num.reshape(-1).tolist()  # noqa: E731
+    v = _val([2.0, math.nan])
+    assert flags("ISERROR", v) == [0.0, 1.0] and flags("ISNUMBER", v) == [1.0, 0.0]
+    assert flags("ISLOGICAL", _val([1.0, math.nan], BOOL)) == [1.0, 0.0]
+    with pytest.raises(UnknownErrorCode):
+        FUNCTIONS["ISNA"].impl([v], _Ctx())
+    # ... also once the error has been through an exact path (its code is not kept there)
+    through = FUNCTIONS["IF"].impl([_val([1.0, 1.0, 1.0]), _mixed([2.0, math.nan]), _val([0.0])], _Ctx())
+    with pytest.raises(UnknownErrorCode):
+        FUNCTIONS["ISNA"].impl([through], _Ctx())
