@@ -331,13 +331,10 @@ def _check_finite(values: torch.Tensor, start: int, stop: int, opts: TrainOption
 
 def _no_gradient(model: CompiledModel, step: int, value: float, opts: TrainOptions) -> BadInput:
     """No gradient reaches the parameters: say what the sheet itself gives at these weights."""
-    from .compiler.grid import error_source
-    grids = _sheet_at(model)
-    sheet, row, col = model.spec.objective
-    cell = grids.value(sheet, row, col)
+    cell, source = _sheet_objective(model)
     where = "at the workbook's weights" if step == 0 else f"at step {step} ({opts.optimizer}, --lr {opts.lr:g})"
     if isinstance(cell, CellError):
-        what = f"is {cell} {where}; it comes from {error_source(model.graph, grids, sheet, row, col)}"
+        what = f"is {cell} {where}; it comes from {source}"
     else:
         what = (f"= {cell!r} {where} does not depend on the parameters there (e.g. IFs that select no "
                 "parameter-dependent branch)")
@@ -362,22 +359,22 @@ def _explain(model: CompiledModel, step: int, value: float, opts: TrainOptions) 
     """A non-finite objective at the model's current weights: an error the sheet gives there
     (named, with where it starts), or else divergence."""
     if all(bool(torch.isfinite(p).all()) for p in model.weights.values()):
-        from .compiler.grid import error_source
-        grids = _sheet_at(model)
-        sheet, row, col = model.spec.objective
-        cell = grids.value(sheet, row, col)
+        cell, source = _sheet_objective(model)
         if isinstance(cell, CellError):
             return Diverged(f"training diverged: the objective became {value} at step {step} ({opts.optimizer}, "
-                            f"--lr {opts.lr:g}): the sheet gives {cell} there, from "
-                            f"{error_source(model.graph, grids, sheet, row, col)}; nothing was written; "
-                            "try a smaller --lr", step)
+                            f"--lr {opts.lr:g}): the sheet gives {cell} there, from {source}; nothing was "
+                            "written; try a smaller --lr", step)
     return _diverged(step, value, opts)
 
 
-def _sheet_at(model: CompiledModel):
-    """The model's cells recomputed by the sheet's rules at the model's current weights."""
-    from .compiler.grid import recalculate
+def _sheet_objective(model: CompiledModel) -> tuple[object, str]:
+    """The objective as the sheet computes it at the model's current weights (by the sheet's
+    rules, checked), and for an error, where it comes from."""
+    from .compiler.grid import error_source, recalculate
     from .writeback import parameter_cells
     weights = {n: p.detach().cpu().numpy() for n, p in model.weights.items()}
-    return recalculate(model.workbook, model.graph, only=model.needed,
-                       overrides=parameter_cells(model.param_areas, weights)).grids
+    grids = recalculate(model.workbook, model.graph, only=model.needed,
+                        overrides=parameter_cells(model.param_areas, weights)).grids
+    sheet, row, col = model.spec.objective
+    cell = grids.value(sheet, row, col)
+    return cell, (error_source(model.graph, grids, sheet, row, col) if isinstance(cell, CellError) else "")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -13,6 +12,7 @@ from .cells import cell_name
 from .compiler.grid import Recalc
 from .functions.values import NUM
 from .compiler.lower import CompiledModel
+from .compiler.program import weight_points
 from .errors import UnsupportedFormula
 from .reader.workbook import Workbook
 
@@ -121,32 +121,12 @@ GRAD_POINTS = 3        # the workbook's weights and two perturbations of them
 PERTURB = 0.1          # each weight moves by up to ±PERTURB/2 × max(|w|, 1)
 
 
-def weight_points(model: CompiledModel, points: int, seed: int = 0) -> Iterator[int]:
-    """Set the model's weights to each point in turn (0: the workbook's own), yielding its
-    index; the weights are restored afterwards."""
-    gen = torch.Generator().manual_seed(seed)
-    params = list(model.weights.values())
-    saved = [p.detach().clone() for p in params]
-    try:
-        for k in range(points):
-            scale = PERTURB if k else 0.0
-            with torch.no_grad():
-                for p, s in zip(params, saved):
-                    noise = torch.rand(s.shape, generator=gen, dtype=torch.float64).to(s.device) - 0.5
-                    p.copy_(s + scale * noise * s.abs().clamp_min(1.0))
-            yield k
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved):
-                p.copy_(s)
-
-
 def check_gradients(model: CompiledModel, points: int = GRAD_POINTS) -> GradReport:
     """Autograd of the objective vs central differences of the same function, float64, at the
     workbook's weights and at `points - 1` perturbations of them."""
     report = GradReport(objective=math.nan)
     # perturbed points where the objective is an error (or needs an error's code) are skipped
-    for k in weight_points(model, points):
+    for k in weight_points(model, points, PERTURB):
         model.zero_grad()
         try:
             y = model()

@@ -17,6 +17,7 @@ points: verify and the tests call it, nothing depends on it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.fx.traceback as fx_traceback
@@ -121,32 +122,23 @@ class Program(nn.Module):
             return self._batches_compiled[key](*self._weights(), index)
         return gm(*self._weights(), index)
 
-    def check(self, points: int = 4, generator: torch.Generator | None = None) -> float:
+    def check(self, points: int = 4) -> float:
         """Largest relative difference to the interpreter, at the current weights and at
         `points - 1` random perturbations of them; the weights are left as they were."""
         worst = 0.0
         if self.mode == "interpreted":
             return worst
-        generator = generator or torch.Generator().manual_seed(0)
         with torch.no_grad():
-            saved = [w.detach().clone() for w in self._weights()]
-            try:
-                for scale in [0.0] + [0.3 * (k + 1) for k in range(points - 1)]:
-                    for w, s in zip(self._weights(), saved):
-                        noise = torch.rand(s.shape, generator=generator, dtype=torch.float64) - 0.5
-                        w.copy_(s + scale * noise.to(s.device, s.dtype) * s.abs().clamp_min(1.0))
-                    try:
-                        b = float(self.model())
-                    except UnsupportedFormula:      # ISNA of a computed error: nothing to compare
-                        continue
-                    a = float(self.forward())
-                    if math.isnan(a) != math.isnan(b):      # an error on one side only
-                        worst = math.inf
-                    elif a != b and not math.isnan(a):
-                        worst = max(worst, abs(a - b) / max(abs(b), 1e-300))
-            finally:
-                for w, s in zip(self._weights(), saved):
-                    w.copy_(s)
+            for _ in weight_points(self.model, points, 0.6):
+                try:
+                    b = float(self.model())
+                except UnsupportedFormula:      # ISNA of a computed error: nothing to compare
+                    continue
+                a = float(self.forward())
+                if math.isnan(a) != math.isnan(b):      # an error on one side only
+                    worst = math.inf
+                elif a != b and not math.isnan(a):
+                    worst = max(worst, abs(a - b) / max(abs(b), 1e-300))
         return worst
 
     def count_ops(self) -> int:
@@ -154,6 +146,26 @@ class Program(nn.Module):
         if self.full is None:
             return 0
         return sum(1 for n in self.full.graph.nodes if n.op == "call_function" and n.target not in FREE)
+
+
+def weight_points(model: CompiledModel, points: int, scale: float, seed: int = 0) -> Iterator[int]:
+    """Set the model's weights to each of `points` points in turn, yielding its index: 0 is the
+    weights as they are, the others move each weight by up to ±scale/2 × max(|w|, 1) at
+    random (seeded); the weights are restored afterwards."""
+    gen = torch.Generator().manual_seed(seed)
+    params = list(model.weights.values())
+    saved = [p.detach().clone() for p in params]
+    try:
+        for k in range(points):
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    noise = torch.rand(s.shape, generator=gen, dtype=torch.float64).to(s.device, s.dtype) - 0.5
+                    p.copy_(s + (scale if k else 0.0) * noise * s.abs().clamp_min(1.0))
+            yield k
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
 
 
 class Segment:
@@ -259,4 +271,4 @@ def _guarded_trace(model: CompiledModel, fn, inputs: list[torch.Tensor]) -> fx.G
         model.tracing = False
 
 
-__all__ = ["Program", "Segment"]
+__all__ = ["Program", "Segment", "weight_points"]

@@ -1,6 +1,8 @@
 """Logical functions."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -25,7 +27,7 @@ def if_(args: list[Val | None], ctx: Context) -> Val:
     if cond.poison is not None and not cond.numeric:
         cond = cond.settled()
     if cond.numeric and cond.poison is None and not ctx.checked and not cond.exact:
-        cond.poison = ((cond.num,), True)        # a non-finite condition is an error (NaN != 0)
+        cond = replace(cond, poison=((cond.num,), True))  # a non-finite condition is an error (NaN != 0)
     if cond.numeric:
         out = _select(cond, yes, no)
         if cond.poison is None:
