@@ -53,3 +53,12 @@ def test_is_functions_read_a_computed_error():
     through = FUNCTIONS["IF"].impl([_val([1.0, 1.0, 1.0]), _mixed([2.0, math.nan]), _val([0.0])], _Ctx())
     with pytest.raises(UnknownErrorCode):
         FUNCTIONS["ISNA"].impl([through], _Ctx())
+
+
+def test_an_overflow_stays_an_error_through_guarded_functions():
+    """1/(1E200*1E200) is #NUM! in Excel: training's inf must not become a valid 0."""
+    inf = binary("*", _val([1e200, 2.0]), _val([1e200, 3.0]), _Ctx())
+    got = binary("/", _val([1.0, 1.0]), inf, _Ctx()).num.reshape(-1).tolist()
+    assert math.isnan(got[0]) and got[1] == 1 / 6
+    exp = FUNCTIONS["EXP"].impl([binary("-", _val([0.0]), inf, _Ctx())], _Ctx()).num.reshape(-1).tolist()
+    assert math.isnan(exp[0]) and exp[1] == math.exp(-6.0)      # EXP(-inf) is no 0 either

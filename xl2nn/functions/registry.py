@@ -88,9 +88,12 @@ class Elementwise:
 
     def _guarded(self, nums: list[torch.Tensor]) -> torch.Tensor:
         """Unchecked runs: NaN (an error, see values.py) where Excel gives one, never inf (1/0
-        then 1/inf would be a silent 0). The function sees 1 there instead, so that its
+        then 1/inf would be a silent 0), and where an input already is an error (an overflow's
+        inf: 1/(1E200*1E200) is #NUM!, not 0). The function sees 1 there instead, so that its
         gradient stays finite for an IFERROR that picks the other branch."""
         bad = self.domain_error(*nums)
+        for x in nums:
+            bad = bad | ~torch.isfinite(x)
         one = torch.ones((), dtype=nums[0].dtype, device=nums[0].device)
         safe = [torch.where(bad, one, x) for x in nums]
         return torch.where(bad, torch.full((), float("nan"), dtype=nums[0].dtype, device=nums[0].device),
