@@ -52,3 +52,10 @@ def test_constants_may_be_read_and_the_trace_recomputes():
     gm = _trace(fn)
     y = torch.tensor([0.25, 4.0], dtype=torch.float64)
     assert torch.equal(gm(y), fn(y))
+
+
+def test_indexing_a_parameter_dependent_boolean_tensor_is_fine():
+    """Only a mask that depends on the weights makes x[mask]'s shape move, not x itself."""
+    gm = _trace(lambda x: (x > 0)[torch.tensor([1, 0])].to(torch.float64) * x)
+    y = torch.tensor([-1.0, 2.0], dtype=torch.float64)
+    assert gm(y).tolist() == [-1.0, 0.0]          # (y > 0) is [F, T]; taken as [T, F], times y

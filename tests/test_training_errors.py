@@ -62,3 +62,19 @@ def test_an_overflow_stays_an_error_through_guarded_functions():
     assert math.isnan(got[0]) and got[1] == 1 / 6
     exp = FUNCTIONS["EXP"].impl([binary("-", _val([0.0]), inf, _Ctx())], _Ctx()).num.reshape(-1).tolist()
     assert math.isnan(exp[0]) and exp[1] == math.exp(-6.0)      # EXP(-inf) is no 0 either
+
+
+def test_a_lookup_of_an_error_or_through_one_is_an_error():
+    """An error as the lookup value finds nothing (Excel: the error); an approximate search
+    through a range holding a computed error has no sound position: an error, never a guess."""
+    from xl2nn.functions.lookup_torch import locate
+    vals = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    valid = np.ones((1, 3), bool)
+    x = torch.tensor([2.5, math.inf, math.nan], dtype=torch.float64)
+    for mode in (1, 0):
+        got = locate(x, np.full(3, mode), np.zeros(3, np.int64), vals, valid).tolist()
+        assert got == ([1, -1, -1] if mode == 1 else [-1, -1, -1])
+    holed = torch.tensor([[1.0, math.nan, 3.0]], dtype=torch.float64)
+    assert locate(x[:1], np.ones(1, np.int64), np.zeros(1, np.int64), holed, valid).tolist() == [-1]
+    assert locate(torch.tensor([3.0], dtype=torch.float64), np.zeros(1, np.int64), np.zeros(1, np.int64),
+                  holed, valid).tolist() == [2]          # an exact match just skips it

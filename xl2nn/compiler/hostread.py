@@ -33,7 +33,8 @@ class HostReadGuard(TorchFunctionMode):
         if func in _SHAPED or func in _INDEXING:
             mode = get_proxy_mode()
             if mode is not None:
-                tensors = [a for a in _flat(args) if isinstance(a, torch.Tensor)
+                looked_at = args if func in _SHAPED else args[1:]      # x[mask]: the mask, not x
+                tensors = [a for a in _flat(looked_at) if isinstance(a, torch.Tensor)
                            and (func in _SHAPED or a.dtype == torch.bool)]
                 if any(_depends_on_input(t, mode.tracer) for t in tensors):
                     raise HostRead(getattr(func, "__name__", str(func)))

@@ -54,7 +54,14 @@ def locate(x: torch.Tensor, mode: np.ndarray, row: np.ndarray, vals: torch.Tenso
     if (~exact).any():
         approx = _binary_search(x, mode > 0, row, vals, valid)
         pos = approx if pos is None else torch.where(torch.as_tensor(exact, device=dev), pos, approx)
-    return pos if pos is not None else torch.full(x.shape, -1, dtype=torch.int64, device=dev)
+    if pos is None:
+        return torch.full(x.shape, -1, dtype=torch.int64, device=dev)
+    # A query that is an error (a non-finite number in training) finds nothing: an error, as in
+    # Excel. So does an approximate search through a range holding one: its steps would compare
+    # against a NaN, and no sound position is known (an exact search just never matches it).
+    unsound = (~torch.isfinite(vals) & torch.as_tensor(valid, device=dev)).any(dim=1)
+    bad = ~torch.isfinite(x) | (torch.as_tensor(~exact, device=dev) & unsound[torch.as_tensor(row, device=dev)])
+    return torch.where(bad, -1, pos)
 
 
 def _exact(x: torch.Tensor, row: np.ndarray, vals: torch.Tensor, valid: np.ndarray) -> torch.Tensor:
