@@ -78,3 +78,11 @@ def test_a_lookup_of_an_error_or_through_one_is_an_error():
     assert locate(x[:1], np.ones(1, np.int64), np.zeros(1, np.int64), holed, valid).tolist() == [-1]
     assert locate(torch.tensor([3.0], dtype=torch.float64), np.zeros(1, np.int64), np.zeros(1, np.int64),
                   holed, valid).tolist() == [2]          # an exact match just skips it
+
+
+def test_a_computed_error_meets_no_number_criterion():
+    """COUNTIF(range,">0") skips an error cell; an overflow's inf must not count as > 0."""
+    from xl2nn.functions.values import scalar
+    r = Val(torch.tensor([[[1.0], [math.inf], [math.nan], [-2.0]]], dtype=torch.float64), NUM, is_ref=True)
+    count = lambda crit: FUNCTIONS["COUNTIF"].impl([r, scalar(crit)], _Ctx()).num.item()  # noqa: E731
+    assert count(">0") == 1.0 and count("<0") == 1.0 and count("<>0") == 4.0

@@ -314,7 +314,10 @@ class Matcher:
         return False                     # an error criterion: its entries take the error
 
     def _numbers(self, op: int, ids: np.ndarray, kind: np.ndarray, num: Array, code: np.ndarray) -> Array:
-        hit = self._const(kind == NUM) & _compare(op, num, self._number(ids), exact=False)
+        # A non-finite entry is an error computed in training (an overflow's inf): it meets no
+        # number criterion, as an error cell does not (inf > 0 would count it).
+        finite = np.isfinite(num) if self.numpy else torch.isfinite(num)
+        hit = self._const(kind == NUM) & finite & _compare(op, num, self._number(ids), exact=False)
         if op == EQ:
             t = self.tcode[ids]
             if (t >= 0).any():           # "5" also selects the text "5"
