@@ -7,7 +7,7 @@
    table styles. Only its cached values are taken, and xl2nn.writer.patch_workbook writes them into
    the openpyxl file, whose other bytes stay as openpyxl wrote them.
 4. Checks: every formula cell got a number from LibreOffice; tables, Solver names and the array
-   formula survived; `xl2nn verify` passes (and `verify --grad` on sgd_by_hand); each file < 1 MB.
+   formula survived; `xl2nn verify` passes (and the `verify --grad` checks xl2nn.toml declares); each file < 1 MB.
 """
 from __future__ import annotations
 
@@ -26,8 +26,11 @@ sys.path.insert(0, str(HERE.parent))          # xl2nn from this checkout, even w
 from openpyxl import Workbook                                    # noqa: E402
 
 from common import FIXED_TIME                                    # noqa: E402
+import backprop                                                  # noqa: E402
+import forward                                                   # noqa: E402
 import synthetic                                                 # noqa: E402
 import titanic                                                   # noqa: E402
+from xl2nn.app.declared import declared_checks                   # noqa: E402
 from xl2nn.api import load                                       # noqa: E402
 from xl2nn.compiler.grid import recalculate                      # noqa: E402
 from xl2nn.compiler.lower import compile_model                   # noqa: E402
@@ -39,8 +42,9 @@ from xl2nn.verify import check_gradients, check_values           # noqa: E402
 from xl2nn.writer import patch_workbook                          # noqa: E402
 
 MAX_BYTES = 1 << 20
-# verify --grad checks run at build time (sgd_by_hand's two hand-written derivative columns).
-HAND_CHECKS = {"sgd_by_hand": [("K4:K33", "F4:F33", "C4:C33"), ("L4:L33", "F4:F33", "D4:D33")]}
+# The samples with Excel Solver models (hidden solver_* names) and with Excel tables.
+SOLVER = {"titanic", "linear_regression", "softmax_regression", "sgd_by_hand", "convolution"}
+TABLES = {"titanic", "linear_regression", "softmax_regression"}
 
 
 def workbooks() -> dict[str, Workbook]:
@@ -50,6 +54,8 @@ def workbooks() -> dict[str, Workbook]:
         "softmax_regression": synthetic.softmax_regression(),
         "sgd_by_hand": synthetic.sgd_by_hand(),
         "convolution": synthetic.convolution(),
+        "forward_pass": forward.build(),
+        "backprop": backprop.build(),
     }
 
 
@@ -106,20 +112,23 @@ def check(path: Path, stem: str) -> list[str]:
             raise SystemExit(f"build: {path.name}: gradient check failed on {sheet}")
         lines.append(f"  {sheet}: Solver model {spec.objective_name} = {grads.objective:.10g}, "
                      f"{len(grads.checks)} gradients ok (max rel {grads.worst.rel:.2g})")
-    if not {"solver_opt", "solver_adj", "solver_typ"} <= hidden:
+    if stem in SOLVER and not {"solver_opt", "solver_adj", "solver_typ"} <= hidden:
         raise SystemExit(f"build: {path.name}: Solver's names are missing or not hidden")
-    if not wb.tables and stem not in ("sgd_by_hand", "convolution"):
+    if not wb.tables and stem in TABLES:
         raise SystemExit(f"build: {path.name}: the tables are missing")
     if stem == "titanic" and not wb.sheets["mmult"].arrays:
         raise SystemExit(f"build: {path.name}: the MMULT array formula is missing")
     if stem == "convolution" and len(wb.sheets["conv"].arrays) != 100:
         raise SystemExit(f"build: {path.name}: the feature map's 100 array formulas are missing")
-    for grad, of, wrt in HAND_CHECKS.get(stem, []):
-        report = check_hand_gradients(wb, recalc.grids, *parse_ranges(wb, grad, of, wrt, None))
+    # the hand-written derivative checks sample_workbooks/xl2nn.toml declares for it
+    for d in declared_checks(HERE / f"{stem}.xlsx", HERE):
+        grad, of, wrt = d.get("grad"), d.get("of"), d.get("wrt")
+        report = check_hand_gradients(wb, recalc.grids, *parse_ranges(wb, grad, of, wrt, d.get("sheet")))
         if not report.ok:
             raise SystemExit(f"build: {path.name}: verify --grad {grad} failed: {report.failures[0].problem}")
-        lines.append(f"  verify --grad {grad} --of {of} --wrt {wrt}: {len(report.rows)} rows ok "
-                     f"(max rel {report.worst.rel:.2g})")
+        rows, cols = report.shape
+        size = f"{rows} rows" + (f" × {cols} columns" if cols > 1 else "")
+        lines.append(f"  verify --grad {grad} --of {of} --wrt {wrt}: {size} ok (max rel {report.worst.rel:.2g})")
     return lines
 
 
@@ -137,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Build the sample workbooks (cached values by LibreOffice).")
     ap.add_argument("--out", type=Path, default=HERE, help="folder to write them to (default: beside this "
                     "script, where they are committed)")
-    out = ap.parse_args(argv).out
+    ap.add_argument("--only", nargs="+", metavar="STEM", help="build only these, e.g. --only sgd_by_hand")
+    args = ap.parse_args(argv)
+    out = args.out
     if find_soffice() is None:
         print("build: LibreOffice (soffice) is needed to compute the cached values", file=sys.stderr)
         return 2
@@ -146,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="xl2nn-samples-") as tmp:
         work = Path(tmp)
         books = workbooks()
+        if args.only:
+            unknown = set(args.only) - set(books)
+            if unknown:
+                print(f"build: no sample named {', '.join(sorted(unknown))}; samples: {', '.join(books)}",
+                      file=sys.stderr)
+                return 2
+            books = {stem: wb for stem, wb in books.items() if stem in args.only}
         for stem, wb in books.items():
             save_stable(wb, work / f"{stem}.xlsx")
         recalculate_many([(work / f"{s}.xlsx", work / f"{s}.lo.xlsx") for s in books], timeout=600)

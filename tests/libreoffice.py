@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["find_soffice", "recalculate", "recalculate_many"]
+__all__ = ["find_soffice", "recalculate", "recalculate_many", "with_libreoffice_values"]
 
 # By default LibreOffice trusts the cached values stored in xlsx/ods files and
 # recalculates nothing, so a plain --convert-to would just copy them back.  A
@@ -44,6 +44,29 @@ def find_soffice() -> str | None:
 def recalculate(src: Path, dst: Path, *, timeout: float = 180.0) -> Path:
     """Write to ``dst`` an .xlsx copy of ``src`` with every formula recalculated by LibreOffice."""
     return recalculate_many([(src, dst)], timeout=timeout)[0]
+
+
+def with_libreoffice_values(path: Path) -> Path:
+    """Give the formula cells of ``path`` (an openpyxl file: no cached values) LibreOffice's
+    values as their cached values, in place. LibreOffice's own saved copy is not kept (it
+    renames or drops parts a test may be about: hidden names, the active sheet); only its
+    values are taken, as the sample builder does."""
+    from xl2nn.reader import read_workbook
+    from xl2nn.writer import patch_workbook
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="xl2nn-lo-") as tmp:
+        lo = recalculate(path, Path(tmp) / path.name)
+        ours, theirs = read_workbook(path), read_workbook(lo)
+        updates = {}
+        for name, sheet in ours.sheets.items():
+            cells = set(sheet.formulas)
+            for area, _ in sheet.arrays:
+                cells.update(area.cells())
+            updates[name] = {pos: theirs.sheets[name].values.get(pos) for pos in cells}
+        out = Path(tmp) / ("patched" + path.suffix)
+        patch_workbook(path, out, updates)
+        shutil.copyfile(out, path)
+    return path
 
 
 def recalculate_many(pairs: list[tuple[Path, Path]], *, timeout: float = 180.0) -> list[Path]:

@@ -82,10 +82,10 @@ def check_model(path: Path, tmp_path: Path, checked: dict[str, int]) -> tuple[di
     rc, out, err = run("verify", str(path), "--json")
     assert rc == 0, err + out
     info = json.loads(out)
-    assert info["ok"] and info["objective"] == "model!E5"
+    assert info["ok"] and [m["objective"] for m in info["models"]] == ["model!E5"]
     assert {s["sheet"]: s["checked"] for s in info["values"]} == checked
     assert all(s["ok"] and s["failed"] == 0 for s in info["values"])
-    grads = info["gradients"]
+    grads = info["models"][0]["gradients"]
     assert grads["objective_value"] == pytest.approx(mse(W0), rel=1e-12)
     at_w0 = [g for g in grads["checks"] if g["point"] == 0]     # the workbook's own weights
     assert [g["cell"] for g in at_w0] == ["model!E2", "model!E3"] and grads["points"] == 3

@@ -77,25 +77,33 @@ def test_eval_writes_recomputed_cached_values(reference, tmp_path):
     assert n > 24000
 
 
-@pytest.mark.parametrize("sheet", sorted(EXCEL_OBJECTIVES))
-def test_verify_passes(reference, sheet):
-    r = run("verify", str(reference), "--sheet", sheet, "--json")
+def test_verify_passes(reference):
+    """No flags: every sheet's values, then every Solver model of the workbook, each checked."""
+    r = run("verify", str(reference), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
-    assert report["ok"] and report["gradients"]["ok"]
-    # every parameter, at the workbook's weights and at two perturbations of them
-    assert report["gradients"]["points"] == 3
-    assert len(report["gradients"]["checks"]) == 3 * {"linear": 10, "nnet": 20, "mmult": 20}[sheet]
-    assert report["trace"]["traced"] and report["trace"]["ok"]
+    order = [name for name in read_workbook(reference).sheets if name in EXCEL_OBJECTIVES]    # sheet order
+    assert report["ok"] and [m["objective"] for m in report["models"]] == [
+        f"{sheet}!{EXCEL_OBJECTIVES[sheet][0]}" for sheet in order] and len(order) == 3
+    for model in report["models"]:
+        sheet = model["sheet"]
+        excel = EXCEL_OBJECTIVES[sheet][1]
+        assert model["gradients"]["ok"] and model["gradients"]["objective_value"] == pytest.approx(excel, rel=1e-12)
+        # every parameter, at the workbook's weights and at two perturbations of them
+        assert model["gradients"]["points"] == 3
+        assert len(model["gradients"]["checks"]) == 3 * {"linear": 10, "nnet": 20, "mmult": 20}[sheet]
+        assert model["trace"]["traced"] and model["trace"]["ok"]
 
 
 def test_verify_names_an_altered_cached_value(reference, tmp_path):
     bad = tmp_path / "altered.xlsx"
     patch_workbook(reference, bad, {"nnet": {(10, 31): 0.123456}})     # nnet!AE10, a ReLU output
-    r = run("verify", str(bad), "--sheet", "nnet")
+    r = run("verify", str(bad))
     assert r.returncode == 1
-    assert "FAIL nnet" in r.stdout and "nnet!AE10" in r.stdout
+    assert "FAIL nnet" in r.stdout and "first nnet!AE10 =" in r.stdout and "cached 0.123456, recomputed" in r.stdout
     assert "ok   mmult" in r.stdout
+    r = run("verify", str(bad), "--sheet", "mmult")          # --sheet narrows the check to that sheet
+    assert r.returncode == 0 and "nnet" not in r.stdout
 
 
 def test_gradients_away_from_the_optimum(reference):
@@ -123,11 +131,12 @@ def test_inspect_reports_the_network(reference):
 
 def test_several_models_use_the_sheet_it_opens_on(reference):
     """Excel saved the workbook on nnet: without --sheet that model is used, as in Excel's Solver
-    dialog, and verify says so and how to pick another."""
+    dialog; verify checks every model, or the one --sheet names."""
     r = run("inspect", str(reference), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"]["objective"] == "nnet!AH1"
-    r = run("verify", str(reference), "--values-only")
+    r = run("verify", str(reference), "--sheet", "MMULT", "--json")     # --sheet narrows verify to one sheet
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0] == ("model     nnet!AH1 (Solver): the sheet the workbook opens on, 'nnet'; "
-                                        "Solver models also on linear, mmult (pick one with --sheet NAME)")
+    report = json.loads(r.stdout)
+    assert [m["objective"] for m in report["models"]] == ["mmult!AA1"] and \
+        [v["sheet"] for v in report["values"]] == ["mmult"]

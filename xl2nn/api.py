@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .compiler.forward import compile_forward, forward_spec
 from .compiler.grid import Recalc, recalculate
 from .compiler.lower import CompiledModel, compile_model
 from .compiler.model import ModelSpec, find_model
+from .errors import BadInput
 from .ir.graph import Graph, build_graph
 from .reader import Workbook, read_workbook
 from .export import export, read_weights, state_dict, write_weights
@@ -37,15 +39,38 @@ def load(path: str | os.PathLike[str]) -> tuple[Workbook, Graph]:
 
 def compile_workbook(path: str | os.PathLike[str], sheet: str | None = None,
                      params: str | Sequence[str] | None = None, loss: str | None = None,
-                     device: str | torch.device = "cpu") -> Compiled:
+                     device: str | torch.device = "cpu", inputs: str | Sequence[str] | None = None,
+                     outputs: str | None = None) -> Compiled:
     """Read a workbook and compile its (Solver) model to a torch module.
 
     params: ranges as the CLI takes them ("B24:C26,B5:E7") or as a list (["B24:C26", "B5:E7"]).
+    inputs and outputs (together, no loss): a forward-only model, whose forward() returns the
+    outputs range (rows × columns) computed from the input ranges; its `weights` hold the inputs
+    (`model.input_names`) and then the params.
     """
+    ins, outs = _ranges(inputs, "inputs"), _text(outputs, "outputs")
+    forward = _forward_flags(path, ins, outs, loss)      # bad flags fail before the work
     wb, graph = load(path)
-    spec = find_model(wb, _text(sheet, "sheet"), _ranges(params, "params"), _text(loss, "loss"))
     dev = device if isinstance(device, torch.device) else pick_device(device)
+    if forward:
+        spec = forward_spec(wb, _text(sheet, "sheet"), ins, outs, _ranges(params, "params"))
+        return Compiled(wb, graph, spec, compile_forward(wb, graph, spec, dev))
+    spec = find_model(wb, _text(sheet, "sheet"), _ranges(params, "params"), _text(loss, "loss"))
     return Compiled(wb, graph, spec, compile_model(wb, graph, spec, dev))
+
+
+def _forward_flags(path: object, inputs: str | None, outputs: str | None, loss: object) -> bool:
+    """Whether inputs/outputs ask for a forward-only model; they come together, without loss."""
+    if inputs is None and outputs is None:
+        return False
+    if not inputs or not outputs:
+        given, missing = ("--inputs", "--outputs") if inputs else ("--outputs", "--inputs")
+        raise BadInput(f"{path}: {given} needs {missing}: a forward export computes --outputs RANGE from "
+                       "--inputs RANGE[,RANGE]")
+    if loss is not None:
+        raise BadInput(f"{path}: --loss names an objective; a forward export (--inputs/--outputs) returns the "
+                       "--outputs range instead: give one or the other")
+    return True
 
 
 def weights(compiled: Compiled) -> dict[str, np.ndarray]:

@@ -11,7 +11,8 @@ from .app.common import default_output, listing
 from .errors import XlnnError
 
 if TYPE_CHECKING:
-    from .app import EvalReport, ImportReport, InspectReport, TrainReport, VerifyReport
+    from .app import EvalReport, ImportReport, InspectReport, ParamInfo, TrainReport, VerifyReport
+    from .describe import Layer
 
 __all__ = ["build_parser", "default_output", "main", "run"]
 
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("inspect", help="show the sheets, the model found and the compiled network")
+    p = sub.add_parser("inspect", help="show each sheet's computation as layers, the Solver models, and the "
+                       "model xl2nn would compile (none needed)")
     _model_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -47,11 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--values-only", action="store_true", help="skip the gradient check")
-    p.add_argument("--grad", metavar="RANGE", help="hand-written derivative cells, e.g. K4:K33: cell k must "
-                   "equal d(--of cell k)/d(--wrt cell k) by autograd (instead of the Solver gradient check)")
-    p.add_argument("--of", metavar="RANGE", help="with --grad: the cells differentiated, e.g. F4:F33")
-    p.add_argument("--wrt", metavar="RANGE", help="with --grad: the cells to differentiate with respect to, "
-                   "e.g. C4:C33 (a formula cell is taken as given, a leaf)")
+    p.add_argument("--grad", metavar="RANGE[,RANGE]", help="hand-written derivative cells, a column (K4:K33) or "
+                   "an R×P block (S4:Z53; ranges joined by commas are taken side by side): cell (k,j) must equal "
+                   "d(--of cell k)/d(--wrt cell (k,j)) by autograd (instead of the Solver gradient check)")
+    p.add_argument("--of", metavar="RANGE", help="with --grad: the cells differentiated, one per row (F4:F33), "
+                   "one cell for every --grad cell (F1), one per column, or one per --grad cell")
+    p.add_argument("--wrt", metavar="RANGE[,RANGE]", help="with --grad: the cells to differentiate with respect "
+                   "to, shaped like --grad, e.g. C4:C33 or B4:E53,J4:M53 side by side (a formula cell is taken "
+                   "as given, a leaf)")
 
     p = sub.add_parser("train", help="train the model by gradient descent and write a copy with the "
                        "trained weights, recalculated cells and a sgd_steps trace sheet")
@@ -82,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("-o", "--output", required=True, help="e.g. model.py, weights.pt, weights.safetensors, "
                    "model.onnx")
+    p.add_argument("--inputs", metavar="RANGE[,RANGE]", help="a forward export (no Solver model needed): "
+                   "forward() takes these cells as arguments, one float64 tensor per range shaped like it "
+                   "(a formula cell is taken as given); with --outputs")
+    p.add_argument("--outputs", metavar="RANGE", help="with --inputs: the cells forward() returns, one tensor "
+                   "shaped like the range; everything but --params is folded as constants")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("import-weights", help="write weights trained elsewhere (.pt or .safetensors, "
@@ -128,6 +138,10 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("xl2nn: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:          # `xl2nn inspect FILE | head`: the reader has gone, so stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a bug of ours: still one line, --debug for the rest
         if args.debug:
             raise
@@ -159,27 +173,83 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _print_inspect(r: InspectReport) -> None:
-    s, spec = r.summary, r.spec
     print(f"workbook  {r.path}")
-    print("sheets    " + ", ".join(f"{name} ({n:,} formulas)" for name, n in r.sheets))
+    print("sheets    " + ", ".join(f"{sh.name} ({sh.formula_cells:,} formulas)" for sh in r.sheets))
+    for sh in r.sheets:
+        if sh.layers:
+            n = sum(layer.families for layer in sh.layers)
+            print(f"sheet     {sh.name}: {n:,} formula famil{'y' if n == 1 else 'ies'}, in dependency order")
+            _print_layers(sh.layers, most=_MOST_LAYERS)
+    for i, m in enumerate(r.solver_models):
+        head = "solver    " if i == 0 else "          "
+        if m.problem:
+            print(f"{head}on {m.sheet}: {m.problem}")
+        else:
+            print(f"{head}{_sense(m.sense, m.target)} {m.objective} by changing {', '.join(m.parameters)}"
+                  + ("  (the model below)" if m.used else ""))
+    if r.spec is None:
+        print(f"model     {r.no_model}")
+    else:
+        _print_model(r)
+    if r.volatile:
+        print(f"volatile  {listing(r.volatile)}: kept as their cached values (a snapshot)")
+    if r.unsupported:
+        print(f"unsupported {listing(r.unsupported)}: not implemented, kept as their cached values")
+
+
+_MOST_LAYERS = 40      # per sheet in the text listing; --json has every layer
+
+
+def _print_layers(layers: list[Layer], most: int | None = None) -> None:
+    shown = layers if most is None or len(layers) <= most else layers[:most - 1]
+    cells = min(max((len(layer.cells) for layer in shown), default=10), 40)
+    name = min(max(max((len(layer.layer) for layer in shown), default=0), 28), 36)
+    for layer in shown:
+        formula = layer.formula if len(layer.formula) <= 80 else layer.formula[:79] + "…"
+        like = f"  ({layer.families:,} formulas like it)" if layer.families > 1 else ""
+        print(f"  {layer.cells:<{cells}}  {layer.layer:<{name}} → {layer.shape:<8} {formula}{like}")
+    if len(shown) < len(layers):
+        print(f"  … {len(layers) - len(shown):,} more (--json lists them all)")
+
+
+def _print_model(r: InspectReport) -> None:
+    s, spec = r.summary, r.spec
     print(f"model     {_sense(spec.sense, spec.target)} {spec.objective_name}  ({spec.source})")
     if spec.note:
         print(f"          {spec.note}")
     for p in r.parameters:
         h, w = p.shape
-        shown = ", ".join(dict.fromkeys(p.labels))
-        print(f"  param   {p.name}  {p.range}  {h}×{w}  [{shown}]")
+        print(f"  param   {p.name}  {p.range}  {h}×{w}  {_param_labels(p)}")
     print("network")
     for inp in s.inputs:
         print(f"  input   {inp}")
-    width = max((len(layer.cells) for layer in s.layers), default=10)
-    for layer in s.layers:
-        print(f"  {layer.cells:<{width}}  {layer.layer:<28} → {layer.shape:<8} {layer.formula}")
+    _print_layers(s.layers)
     print(f"size      {s.formula_cells:,} formula cells → {s.families} tensor families, "
           f"{s.ops} tensor ops per forward")
     if s.flat:
         print("zero grad " + listing(s.flat) + ": not differentiable (piecewise constant), so "
               "no gradient flows through " + ("it" if len(s.flat) == 1 else "them"))
+
+
+def _param_labels(p: ParamInfo) -> str:
+    """A block by its headers: '[w1, w2, b]' along a row or column, 'rows [..] × columns [..]'
+    for a 2-D block; else the nearest text of each cell, as found."""
+    h, w = p.shape
+    if h == 1 and p.columns:
+        return _short(p.columns)
+    if w == 1 and p.rows:
+        return _short(p.rows)
+    if h > 1 and w > 1 and (p.rows or p.columns):
+        return " × ".join(f"{axis} {_short(names)}" for axis, names in (("rows", p.rows), ("columns", p.columns))
+                          if names)
+    return _short(list(dict.fromkeys(p.labels)))
+
+
+def _short(names: list[str], most: int = 12) -> str:
+    """'[a, b, c]', or the first few and '… (10)' when there are more than `most`."""
+    if len(names) <= most:
+        return "[" + ", ".join(names) + "]"
+    return "[" + ", ".join(names[:most - 2]) + f", … ({len(names)})]"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -208,48 +278,69 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _print_json(r.as_dict())
     else:
         _print_verify(r)
-    return EXIT_OK if r.ok else EXIT_FAILED
+    if not r.ok:
+        return EXIT_FAILED
+    if r.unchecked:            # what was checked passed; a model could not be: the input is the problem
+        more = f" (and {len(r.unchecked) - 1} more models not checked)" if len(r.unchecked) > 1 else ""
+        print(f"xl2nn: error: model {r.unchecked[0].objective} not checked: {r.unchecked[0].skipped}{more}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
 
 
 def _print_verify(r: VerifyReport) -> None:
-    spec, grads, trace = r.spec, r.gradients, r.trace
-    if spec is not None and spec.note:
-        print(f"model     {spec.objective_name} ({spec.source}): {spec.note}")
     print(f"values (recomputed vs cached, fail above rel {r.value_rtol:g})")
     for s in r.values:
         status = "ok  " if s.ok else "FAIL"
         extra = f", {s.skipped} not recomputed" if s.skipped else ""
-        line = (f"  {status} {s.sheet:<12} {s.checked:>7,} cells  max abs {s.max_abs:.3g}  "
-                f"max rel {s.max_rel:.3g}  worst {s.worst}{extra}")
+        print(f"  {status} {s.sheet:<12} {s.checked:>7,} cells  max abs {s.max_abs:.3g}  "
+              f"max rel {s.max_rel:.3g}  worst {s.worst}{extra}")
         if not s.ok:
-            line += (f"\n       {s.failed} cell(s) differ; worst {s.worst}: cached {s.worst_cached!r}, "
-                     f"recomputed {s.worst_got!r}")
+            print(f"       {s.failed:,} cell(s) differ; first {s.first_failure} {s.first_formula}: "
+                  f"cached {s.first_cached!r}, recomputed {s.first_got!r}")
+    if r.not_recomputed:
+        print("  not recomputed (kept their cached values, not checked): " + listing(r.not_recomputed))
+    if not r.values:
+        print("  no formula cells with a cached number")
+    for m in r.models:
+        _print_model_check(m, r.grad_rtol)
+    if r.no_model:
+        print(r.no_model)
+    for line in r.hand_lines():
         print(line)
-    if grads is not None:
-        worst = grads.worst
-        status = "ok  " if grads.ok else "FAIL"
-        print(f"gradients of {spec.objective_name} (autograd vs central differences, "
-              f"fail above rel {r.grad_rtol:g})")
-        at = f"{grads.points} weight point{'s' if grads.points != 1 else ''}" + (
-            f" ({grads.skipped_points} more gave an error value)" if grads.skipped_points else "")
-        print(f"  {status} {r.n_params} parameters at {at}  max rel {worst.rel if worst else 0:.3g}"
-              + (f"  worst {worst.cell} ({worst.label}): autograd {worst.autograd:.10g}, "
-                 f"finite difference {worst.finite_difference:.10g} (float64 noise of the "
-                 f"difference: {worst.noise:.2g})" if worst else ""))
-        for g in grads.checks:
-            if not g.ok:
-                print(f"       {g.cell} ({g.label}) at point {g.point}: autograd {g.autograd:.10g} vs "
-                      f"{g.finite_difference:.10g}")
-    if trace is not None:
-        if trace.mode == "interpreted":
-            print(f"traced program: none, train runs the interpreter (exact, slower): {trace.reason}")
-        else:
-            part = "" if trace.traced else " (these cells interpreted, the rest traced: " + trace.reason + ")"
-            print(f"traced program vs interpreter{part}\n  {'ok  ' if trace.ok else 'FAIL'} {trace.points} "
-                  f"weight points  max rel {trace.max_rel:.3g}")
-    if r.hand is not None:
-        print("\n".join(r.hand_lines()))
-    print("verify: " + ("passed" if r.ok else "FAILED"))
+    n = len(r.unchecked)
+    print("verify: " + ("FAILED" if not r.ok else f"incomplete: {n} model{'s' if n > 1 else ''} not checked"
+                        if n else "passed"))
+
+
+def _print_model_check(m, rtol: float) -> None:
+    """One model's gradient and trace check (m: app.verification.ModelCheck)."""
+    spec, grads, trace = m.spec, m.gradients, m.trace
+    source = spec.source if spec else "Solver"
+    if m.skipped:
+        print(f"model {m.objective} ({source}): not checked: {m.skipped}")
+        return
+    print(f"gradients of {m.objective} ({source}; autograd vs central differences, fail above rel {rtol:g})")
+    worst = grads.worst
+    status = "ok  " if grads.ok else "FAIL"
+    at = f"{grads.points} weight point{'s' if grads.points != 1 else ''}" + (
+        f" ({grads.skipped_points} more gave an error value)" if grads.skipped_points else "")
+    print(f"  {status} {m.n_params} parameters at {at}  max rel {worst.rel if worst else 0:.3g}"
+          + (f"  worst {worst.cell} ({worst.label}): autograd {worst.autograd:.10g}, "
+             f"finite difference {worst.finite_difference:.10g} (float64 noise of the "
+             f"difference: {worst.noise:.2g})" if worst else ""))
+    for g in grads.checks:
+        if not g.ok:
+            print(f"       {g.cell} ({g.label}) at point {g.point}: autograd {g.autograd:.10g} vs "
+                  f"{g.finite_difference:.10g}")
+    if trace is None:
+        return
+    if trace.mode == "interpreted":
+        print(f"  traced program: none, train runs the interpreter (exact, slower): {trace.reason}")
+    else:
+        part = "" if trace.traced else " (these cells interpreted, the rest traced: " + trace.reason + ")"
+        print(f"  {'ok  ' if trace.ok else 'FAIL'} traced program vs interpreter at {trace.points} weight points  "
+              f"max rel {trace.max_rel:.3g}{part}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -293,12 +384,19 @@ def _print_train(r: TrainReport) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .app import export_model
-    r = export_model(args.file, args.output, args.sheet, args.params, args.loss)
+    r = export_model(args.file, args.output, args.sheet, args.params, args.loss, inputs=args.inputs,
+                     outputs=args.outputs)
     if args.json:
         _print_json(r.as_dict())
         return EXIT_OK
-    print(f"exported  {r.objective} and its {len(r.parameters)} parameter range(s): "
-          + ", ".join(f"{n} = {a}" for n, a in r.parameters.items()))
+    if r.forward:
+        print(f"exported  forward({', '.join(r.inputs)}) → {r.outputs}; "
+              + "; ".join(f"{n} = {a}" for n, a in r.inputs.items()))
+        print("          " + ("parameters " + ", ".join(f"{n} = {a}" for n, a in r.parameters.items())
+                              if r.parameters else "no parameters: every other cell folded as a constant"))
+    else:
+        print(f"exported  {r.objective} and its {len(r.parameters)} parameter range(s): "
+              + ", ".join(f"{n} = {a}" for n, a in r.parameters.items()))
     for f in r.files:
         print(f"wrote     {f}")
     return EXIT_OK
@@ -327,8 +425,11 @@ def run() -> None:
     torch's modules and a big workbook's arrays) costs ~0.5 s and does nothing we need: the
     output files are already closed and renamed into place. (mypy exits the same way.)"""
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:       # the reader of a pipe left before the last buffer went out
+        code = code or 141
     os._exit(code)
 
 

@@ -1,97 +1,22 @@
-"""A readable account of a compiled model: its inputs, its layers, its op count."""
+"""A readable account of a workbook's computation: each sheet's formula families as layers,
+and a compiled model's inputs, layers and op count."""
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .cells import Area
 from .compiler.lower import CompiledModel
-from .formula.ast import Binary, Call, Node, Number, Ref, walk
+from .formula.ast import ArrayLit, Binary, Call, Node, Number, Ref, Unary, walk
 from .functions import FUNCTIONS
 from .ir.families import Family
-from .ir.patterns import is_relu
-
-
-def layer_name(fam: Family, model: CompiledModel) -> str:
-    """Name the common spreadsheet idioms as the layers they are."""
-    node = fam.ast
-    plans = next(s.plans for s in model.steps if s.family is fam)
-
-    def kind(ref: Node) -> str:
-        if not isinstance(ref, Ref):
-            return "expr"
-        p = plans.get(ref)
-        if p is None:
-            return "expr"
-        if p.const is not None:
-            return "const"
-        return "param" if p.producer >= len(model.graph.families) else "hidden"
-
-    if isinstance(node, Call) and node.name == "SUMPRODUCT" and len(node.args) == 2:
-        a, b = node.args
-        if isinstance(a, Ref) and isinstance(b, Ref):
-            h, w = _shape(plans[b])[1:]
-            return f"linear {h * w}→1 ({kind(a)} · {kind(b)})"
-    if isinstance(node, Call) and node.name == "MMULT" and len(node.args) == 2:
-        a, b = node.args
-        if isinstance(a, Ref) and isinstance(b, Ref):
-            sa, sb = _shape(plans[a]), _shape(plans[b])
-            return f"matmul {sa[1]}×{sa[2]} · {sb[1]}×{sb[2]}"
-        return "matmul"
-    if is_relu(node):
-        inner = next((a for a in node.args if a != Number(0.0)), None) if isinstance(node, Call) \
-            and node.name == "MAX" else None
-        conv = _window(inner, fam) if inner is not None else None
-        return f"{conv} + ReLU" if conv else "ReLU"
-    conv = _window(node, fam)
-    if conv:
-        return conv
-    if isinstance(node, Binary) and node.op == "^" and isinstance(node.right, Number) and node.right.value == 2:
-        if isinstance(node.left, Binary) and node.left.op == "-":
-            return "squared error"
-        return "square"
-    if isinstance(node, Call) and node.name == "AVERAGE":
-        return "mean"
-    if isinstance(node, Call) and node.name in ("SUM", "EXP", "LN", "TANH", "SQRT", "MAX", "MIN"):
-        return node.name.lower()
-    if isinstance(node, Binary) and node.op in "+-*/":
-        return {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}[node.op]
-    if isinstance(node, Call):
-        return node.name
-    return "expression"
-
-
-def _window(node: Node, fam: Family) -> str | None:
-    """SUM(window*kernel) or SUMPRODUCT(window,kernel) over a rectangle of cells, the window
-    sliding with the cell and the kernel fixed: a 2-D convolution, 'conv 3×3'."""
-    if not isinstance(node, Call) or fam.size < 2:
-        return None
-    if node.name == "SUM" and len(node.args) == 1 and isinstance(node.args[0], Binary) \
-            and node.args[0].op == "*":
-        pair = (node.args[0].left, node.args[0].right)
-    elif node.name == "SUMPRODUCT" and len(node.args) == 2:
-        pair = node.args
-    else:
-        return None
-    if not all(isinstance(r, Ref) for r in pair):
-        return None
-    moving = [r for r in pair if not (r.r1_abs or r.c1_abs or r.r2_abs or r.c2_abs)]
-    fixed = [r for r in pair if r.r1_abs and r.c1_abs and r.r2_abs and r.c2_abs]
-    if len(moving) != 1 or len(fixed) != 1 or moving[0].shape != fixed[0].shape:
-        return None
-    h, w = fixed[0].shape
-    if h < 2 or w < 2 or len(set(fam.rows.tolist())) < 2 or len(set(fam.cols.tolist())) < 2:
-        return None
-    return f"conv {h}×{w}"
-
-
-def _shape(plan) -> tuple[int, ...]:
-    if plan.const is not None:
-        return tuple(plan.const.shape)
-    if plan.view is not None:
-        return tuple(plan.view[0])
-    return tuple(plan.index.shape)
+from .ir.graph import Graph
+from .ir.patterns import is_relu  # noqa: F401  (train.py imports it from here)
+from .naming import layer_name
+from .ranges import merge_areas, ranges_text
 
 
 class _OpCounter(TorchFunctionMode):
@@ -132,10 +57,11 @@ def count_ops(model: CompiledModel) -> int:
 
 @dataclass
 class Layer:
-    cells: str
-    formula: str
-    layer: str
-    shape: str
+    cells: str          # the family's range (a group's rectangles)
+    formula: str        # as written in its first cell
+    layer: str          # what it is: 'matmul 20×4 · 4×3', 'ReLU', 'mean'
+    shape: str          # its output: '20×3', '891' (a run of cells), 'scalar'
+    families: int = 1   # families on this line (copies whose formulas differ only in offsets)
 
 
 @dataclass
@@ -163,12 +89,98 @@ def summarize(model: CompiledModel) -> Summary:
                 first, last = area, ref.area_at(int(fam.rows[-1]), int(fam.cols[-1]))
                 span = f"{first.sheet}!{first.a1.split(':')[0]}:{last.a1.split(':')[-1]}"
                 s.inputs.append(f"{span}  {shape[0]}×{shape[1] * shape[2]} constant")
-        out = fam.array.shape if fam.array is not None else (fam.size,)
-        s.layers.append(Layer(str(fam.area), fam.formula, layer_name(fam, model),
-                              "×".join(str(x) for x in out) if fam.size > 1 else "scalar"))
+        s.layers.append(Layer(str(fam.area), fam.formula, layer_name(fam, model.graph, model), out_shape(fam)))
         for name in _flat_calls(fam.ast, step.plans):
             s.flat.setdefault(name, []).append(str(fam.area))
     s.formula_cells = sum(model.graph.families[f].size for f in model.needed)
     s.families = len(model.steps)
     s.ops = count_ops(model)
     return s
+
+
+def out_shape(fam: Family) -> str:
+    """'20×3' for an array formula's range or a filled rectangle, '891' for a run, 'scalar'."""
+    if fam.size == 1:
+        return "scalar"
+    h, w = fam.area.shape
+    if fam.array is not None or (h > 1 and w > 1 and h * w == fam.size):
+        return f"{h}×{w}"
+    return str(fam.size)
+
+
+def reading_order(graph: Graph) -> list[int]:
+    """The families in dependency order, and among those ready the one on the earliest sheet,
+    topmost then leftmost: a sheet's listing reads like the sheet (the graph's own order is
+    whatever its stack gave)."""
+    sheets = {name: i for i, name in enumerate(dict.fromkeys(f.sheet for f in graph.families))}
+    key = {f.id: (sheets[f.sheet], f.area.r1, f.area.c1, f.id) for f in graph.families}
+    users: dict[int, list[int]] = {f.id: [] for f in graph.families}
+    waiting = {f.id: 0 for f in graph.families}
+    for f in graph.families:
+        for d in f.deps - {f.id}:
+            users[d].append(f.id)
+            waiting[f.id] += 1
+    ready = [key[f] for f, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        fid = heapq.heappop(ready)[-1]
+        order.append(fid)
+        for u in users[fid]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, key[u])
+    return order if len(order) == len(graph.families) else list(graph.order)
+
+
+def sheet_layers(graph: Graph, order: list[int] | None = None) -> dict[str, list[Layer]]:
+    """Each sheet's formula families as layers, in dependency order. Three or more single-cell
+    families that differ only in where they read (a max-pool's windows, an OFFSET per row, a
+    recurrence split into cells) share one line: their cells merged into rectangles."""
+    named = [(graph.families[f], layer_name(graph.families[f], graph))
+             for f in (order if order is not None else reading_order(graph))]
+    groups: dict[tuple, list[Family]] = {}
+    structures: dict[int, tuple] = {}       # copies share their AST object: one walk each
+    for fam, name in named:
+        if fam.size == 1 and fam.array is None:
+            if id(fam.ast) not in structures:
+                structures[id(fam.ast)] = _structure(fam.ast)
+            groups.setdefault((fam.sheet, structures[id(fam.ast)], name), []).append(fam)
+    grouped = {id(f): members for members in groups.values() if len(members) >= 3 for f in members}
+    out: dict[str, list[Layer]] = {}
+    for fam, name in named:
+        members = grouped.get(id(fam), [fam])
+        if fam is not members[0]:
+            continue                # its line is where the group's first family is
+        if len(members) == 1:
+            layer = Layer(str(fam.area), fam.formula, name, out_shape(fam))
+        else:
+            rects = merge_areas(m.area for m in members)
+            layer = Layer(ranges_text(rects, 3), fam.formula, name, _group_shape(rects, len(members)), len(members))
+        out.setdefault(fam.sheet, []).append(layer)
+    return out
+
+
+def _group_shape(rects: list[Area], cells: int) -> str:
+    if len(rects) == 1 and rects[0].size == cells:
+        h, w = rects[0].shape
+        return f"{h}×{w}" if h > 1 and w > 1 else str(cells)
+    return f"{cells} cells"
+
+
+def _structure(node: Node) -> tuple:
+    """A formula's shape with where it reads and its numbers left out: MAX(I2:J3) and
+    MAX(K2:L3), OFFSET($A$1,5,0) and OFFSET($A$1,6,0) are one structure."""
+    if isinstance(node, Ref):
+        return ("ref", node.sheet, node.shape)
+    if isinstance(node, Number):
+        return ("number",)
+    if isinstance(node, Call):
+        return ("call", node.name, tuple(_structure(a) for a in node.args))
+    if isinstance(node, Binary):
+        return ("binary", node.op, _structure(node.left), _structure(node.right))
+    if isinstance(node, Unary):
+        return ("unary", node.op, _structure(node.arg))
+    if isinstance(node, ArrayLit):
+        return ("array", tuple(tuple(_structure(x) for x in row) for row in node.rows))
+    return ("leaf", node)

@@ -2,6 +2,10 @@
 
 Every format names the parameters the same way: the sheet and range of the Solver's changing
 cells, `nnet_R4_AA5`, each a float64 tensor shaped like its range (rows × columns).
+
+A forward-only model (export --inputs/--outputs) exports forward(*inputs) -> outputs: its input
+ranges, named the same way, are arguments (ONNX graph inputs), and the state_dict holds the
+--params only.
 """
 from __future__ import annotations
 
@@ -40,22 +44,30 @@ def export(model: CompiledModel, out: Path, source: str) -> list[Path]:
     why = output_problem(out)
     if why:
         raise BadInput(f"{out}: {why}")
-    if suffix == ".pt":
+    if suffix in (".pt", ".safetensors"):
+        weights = state_dict(model)
+        if not weights:     # a forward export without --params: nothing is state
+            raise BadInput(f"{out}: a {suffix} file holds the parameters' state_dict, and this forward export "
+                           "has no --params; give --params RANGE, or write .py or .onnx")
+        if suffix == ".safetensors":
+            return [_write(out, _safetensors_bytes(weights))]
         buf = io.BytesIO()
-        torch.save(state_dict(model), buf)
+        torch.save(weights, buf)
         return [_write(out, buf.getvalue())]
-    if suffix == ".safetensors":
-        return [_write(out, _safetensors_bytes(state_dict(model)))]
     program = Program(model)
     if program.full is None:
-        raise BadInput(f"{source}: the model cannot be exported as PyTorch: {program.fallback}")
+        what = ("the outputs cannot be exported as a traced function of the inputs" if model.input_names
+                else "the model cannot be exported as PyTorch")
+        raise BadInput(f"{source}: {what}: {program.fallback}")
     if suffix == ".py":
         return _write_python(program, out, source)
     return [_write_onnx(program, out, source)]
 
 
 def state_dict(model: CompiledModel) -> dict[str, torch.Tensor]:
-    return {name: p.detach().to("cpu", torch.float64).contiguous().clone() for name, p in model.weights.items()}
+    """The parameters by name (a forward-only model's inputs are arguments, not state)."""
+    return {name: p.detach().to("cpu", torch.float64).contiguous().clone() for name, p in model.weights.items()
+            if name not in model.input_names}
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -74,6 +86,8 @@ def _safetensors_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
 
 def _title(program: Program, source: str) -> str:
     spec = program.model.spec
+    if spec.result is not None:
+        return f"{Path(source).name}: {spec.result} from {', '.join(str(a) for a in spec.inputs)} (forward)"
     sense = {"min": "minimise", "max": "maximise", "value": f"reach {spec.target} with"}[spec.sense]
     return f"{Path(source).name}: {sense} {spec.objective_name} ({spec.source})"
 
@@ -112,6 +126,17 @@ class _WeightsAsInputs(torch.nn.Module):
         return torch.func.functional_call(self.inner, dict(zip(self.names, weights)), ())
 
 
+def _onnx_function(program: Program, module: torch.nn.Module
+                   ) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], list[str], str]:
+    """What the ONNX graph computes, its example arguments, their names and the output's name:
+    forward(*inputs) -> "outputs" with the parameters as initializers (a forward-only model),
+    else the objective as a function of the parameters."""
+    if program.model.input_names:
+        return module, tuple(module.example_inputs()), list(program.model.input_names), "outputs"
+    names = [n for n, _ in module.named_parameters()]
+    return _WeightsAsInputs(module, names), tuple(p.detach() for p in module.parameters()), names, "objective"
+
+
 def _write_onnx(program: Program, out: Path, source: str) -> Path:
     if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:   # torch.onnx needs both
         raise BadInput(f"{out}: ONNX export needs the onnx and onnxscript packages: "
@@ -119,14 +144,11 @@ def _write_onnx(program: Program, out: Path, source: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         py = Path(tmp) / "model.py"
         _write_python(program, py, source)
-        module = load_python(py)
-        names = [n for n, _ in module.named_parameters()]
-        weights = tuple(p.detach() for p in module.parameters())
+        wrapped, args, names, output = _onnx_function(program, load_python(py))
         onnx_file = Path(tmp) / "model.onnx"
         with _quiet():
-            torch.onnx.export(_WeightsAsInputs(module, names), weights, str(onnx_file), dynamo=True,
-                              input_names=names, output_names=["objective"], external_data=False,
-                              verbose=False)
+            torch.onnx.export(wrapped, args, str(onnx_file), dynamo=True, input_names=names,
+                              output_names=[output], external_data=False, verbose=False)
         return _write(out, onnx_file.read_bytes())
 
 

@@ -14,6 +14,7 @@ from .functions.values import NUM
 from .compiler.lower import CompiledModel
 from .compiler.program import weight_points
 from .errors import UnsupportedFormula
+from .ir.graph import Graph
 from .reader.workbook import Workbook
 
 VALUE_RTOL = 1e-9
@@ -32,20 +33,26 @@ class SheetCheck:
     worst: str = ""
     worst_cached: float | None = None
     worst_got: object = None
-    first_failure: str = ""
+    first_failure: str = ""       # the top-left cell that differs, with its formula and both values
+    first_formula: str = ""
+    first_cached: float | None = None
+    first_got: object = None
 
     @property
     def ok(self) -> bool:
         return self.failed == 0
 
 
-def check_values(wb: Workbook, recalc: Recalc, skipped_cells: set[tuple[str, int, int]] | None = None
-                 ) -> list[SheetCheck]:
+def check_values(wb: Workbook, recalc: Recalc, skipped_cells: set[tuple[str, int, int]] | None = None,
+                 graph: Graph | None = None, sheets: list[str] | None = None) -> list[SheetCheck]:
     """Every formula cell with a cached number, recomputed and compared (all at once: a
-    100,000-row sheet has 600,000 of them)."""
+    100,000-row sheet has 600,000 of them), on every sheet or on `sheets`. With the graph,
+    the first failure's formula is reported too."""
     out = []
     skipped_cells = skipped_cells or set()
     for sheet in wb.sheets.values():
+        if sheets is not None and sheet.name not in sheets:
+            continue
         chk = SheetCheck(sheet.name)
         rows, cols, _ = sheet.formulas.arrays()
         order = np.lexsort((cols, rows))                 # reading order: the first failure is the top-left one
@@ -73,7 +80,11 @@ def check_values(wb: Workbook, recalc: Recalc, skipped_cells: set[tuple[str, int
         chk.failed = int(bad.sum())
         if chk.failed:
             i = int(np.argmax(bad))
-            chk.first_failure = cell_name(sheet.name, int(rows[i]), int(cols[i]))
+            r, c = int(rows[i]), int(cols[i])
+            chk.first_failure = cell_name(sheet.name, r, c)
+            chk.first_cached, chk.first_got = float(cached[i]), recalc.grids.value(sheet.name, r, c)
+            fam = graph.family_at(sheet.name, r, c) if graph is not None else None
+            chk.first_formula = _formula(fam, r, c)
         rel = np.nan_to_num(rel, nan=np.inf)
         i = int(np.argmax(rel))
         r, c = int(rows[i]), int(cols[i])
@@ -82,6 +93,16 @@ def check_values(wb: Workbook, recalc: Recalc, skipped_cells: set[tuple[str, int
             recalc.grids.value(sheet.name, r, c)
         out.append(chk)
     return out
+
+
+def _formula(fam, r: int, c: int) -> str:
+    """The cell's formula as Excel shows it: an array formula's cells all show the one formula
+    written at its anchor, in braces."""
+    if fam is None:
+        return ""
+    if fam.array is not None:
+        return "{" + fam.formula + "}" + (f" (array formula over {fam.array.a1})" if fam.array.size > 1 else "")
+    return fam.formula_at(r, c)
 
 
 @dataclass
@@ -215,5 +236,7 @@ def as_dict(obj) -> dict:
     d = asdict(obj)
     if isinstance(obj, SheetCheck):
         d["ok"] = obj.ok
-        d["worst_got"] = obj.worst_got if isinstance(obj.worst_got, (float, int, type(None))) else str(obj.worst_got)
+        for key in ("worst_got", "first_got"):
+            v = getattr(obj, key)
+            d[key] = v if isinstance(v, (float, int, type(None))) else str(v)
     return d

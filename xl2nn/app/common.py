@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..cells import Area
 from ..errors import BadInput
+from ..ranges import ranges_text
 from ..writer.atomic import output_problem
 
 
@@ -28,13 +31,10 @@ def workbook_output(src: Path, given: str | os.PathLike[str] | None, tag: str = 
     return out
 
 
-def listing(by_name: dict[str, list[str]], most: int = 4) -> str:
-    """'VLOOKUP (s!K1:K9, s!M2), FOO (s!A1 and 3 more)': each function with its cells."""
-    items = []
-    for name, areas in by_name.items():
-        shown = ", ".join(areas[:most]) + (f" and {len(areas) - most} more" if len(areas) > most else "")
-        items.append(f"{name} ({shown})")
-    return ", ".join(items)
+def listing(by_name: Mapping[str, Sequence[str | Area]], most: int = 4) -> str:
+    """'VLOOKUP (s!K1:K9, s!M2), FOO (s!A1 and 3 more)': each function with its cells, merged
+    into rectangles first (400 single OFFSET cells read 's!B2:B401'), at most `most` each."""
+    return ", ".join(f"{name} ({ranges_text(areas, most)})" for name, areas in by_name.items())
 
 
 def warning_categories() -> tuple[type[Warning], ...]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +16,38 @@ from .common import workbook_output
 @dataclass
 class ExportReport:
     files: list[Path]
-    objective: str                 # the objective cell's name
+    objective: str | None          # the objective cell's name (None for a forward export)
     parameters: dict[str, str]     # name -> range
+    inputs: dict[str, str] = field(default_factory=dict)   # forward(): argument name -> range, in order
+    outputs: str | None = None     # forward(): the range it returns
+
+    @property
+    def forward(self) -> bool:
+        return self.outputs is not None
 
     def as_dict(self) -> dict[str, Any]:
         """What `xl2nn export --json` prints."""
-        return {"files": [str(f) for f in self.files], "objective": self.objective,
-                "parameters": self.parameters}
+        d: dict[str, Any] = {"files": [str(f) for f in self.files], "objective": self.objective,
+                             "parameters": self.parameters}
+        if self.forward:
+            d.update(inputs=self.inputs, outputs=self.outputs, arguments=list(self.inputs))
+        return d
 
 
 def export_model(path: str | os.PathLike[str], output: str | os.PathLike[str], sheet: str | None = None,
-                 params: str | Sequence[str] | None = None, loss: str | None = None) -> ExportReport:
-    """Write the compiled model in the format `output`'s suffix names (.py, .pt, .safetensors, .onnx)."""
-    c = compile_workbook(path, sheet, params, loss)
+                 params: str | Sequence[str] | None = None, loss: str | None = None,
+                 inputs: str | Sequence[str] | None = None, outputs: str | None = None) -> ExportReport:
+    """Write the compiled model in the format `output`'s suffix names (.py, .pt, .safetensors, .onnx).
+
+    With inputs and outputs: forward(*inputs) -> outputs, one float64 argument per input range
+    (shaped like it), everything but the params folded as constants."""
+    c = compile_workbook(path, sheet, params, loss, inputs=inputs, outputs=outputs)
     files = export(c.model, Path(output), str(path))
-    names = {n: str(a) for n, a in c.model.param_areas.items()}
-    return ExportReport(files, c.spec.objective_name, names)
+    areas = c.model.param_areas
+    names = {n: str(a) for n, a in areas.items() if n not in c.model.input_names}
+    if c.spec.result is None:
+        return ExportReport(files, c.spec.objective_name, names)
+    return ExportReport(files, None, names, {n: str(areas[n]) for n in c.model.input_names}, str(c.spec.result))
 
 
 @dataclass

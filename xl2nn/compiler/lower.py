@@ -28,6 +28,7 @@ from ..functions import VOLATILE
 from ..functions.values import NUM, Val
 from ..ir.families import Family
 from ..ir.graph import Graph, grow_owners
+from ..ranges import ranges_text
 from ..reader.workbook import Workbook
 from .grid import Grids, error_source, recalculate, unsupported
 from .hostread import HostRead
@@ -85,9 +86,11 @@ class Step:
 
 
 class CompiledModel(nn.Module):
-    """The workbook's model. forward() returns the objective cell's value.
+    """The workbook's model. forward() returns the objective cell's value, or for a forward-only
+    model (spec.result) that range's values, rows × columns.
 
-    After a forward, `value(cell)` reads any cell the objective depends on.
+    After a forward, `value(cell)` reads any cell the objective depends on. `weights` holds
+    every leaf: the input ranges of a forward-only model (`input_names`), then the parameters.
     """
 
     def __init__(self, wb: Workbook, graph: Graph, spec: ModelSpec, grids: Grids,
@@ -104,7 +107,7 @@ class CompiledModel(nn.Module):
         self.param_labels: dict[str, list[str]] = {}
         self.weights = nn.ParameterDict()
         self._pid: dict[str, int] = {}
-        for k, area in enumerate(spec.params):
+        for k, area in enumerate(spec.leaves):
             name = param_name(area)
             values = np.array([[_number(grids.value(area.sheet, r, c), area.sheet, r, c, wb.path)
                                 for c in range(area.c1, area.c2 + 1)] for r in range(area.r1, area.r2 + 1)])
@@ -114,10 +117,14 @@ class CompiledModel(nn.Module):
             self.param_labels[name] = [sheet.label(r, c) or a1(r, c) for r in range(area.r1, area.r2 + 1)
                                        for c in range(area.c1, area.c2 + 1)]
             self._pid[name] = n + k
-        owner, local = _model_owners(graph, spec.params, n)
+        self.input_names = [param_name(area) for area in spec.inputs]
+        owner, local = _model_owners(graph, spec.leaves, n)
         dyn_ids = set(dynamic) | set(self._pid.values())
         self._steps = [Step(graph.families[f], self._plans(graph.families[f], owner, local, dyn_ids, grids))
                        for f in dynamic]
+        # A forward-only model returns its result range read as a reference to it would be.
+        self._result = None if spec.result is None else self._plan(
+            spec.result.sheet, *_block_index(spec.result), owner, local, dyn_ids, grids)
         sheet, row, col = spec.objective
         fam = graph.family_at(sheet, row, col)
         if fam is None:
@@ -159,44 +166,46 @@ class CompiledModel(nn.Module):
         rows, cols = fam.rows, fam.cols
         for ref in dict.fromkeys(refs(fam.ast)):      # formula order: the same listing every run
             R, C = grids.index(ref, rows, cols)
-            base = grids.read(ref.sheet, R, C, torch.device("cpu"))
-            if ref.sheet not in owner:
-                plans[ref] = Plan(base.kind, base.text, const=base.num.to(self.device_))
-                continue
-            og, lg = owner[ref.sheet], local[ref.sheet]
-            inside = (R < og.shape[0]) & (C < og.shape[1]) & (R >= 0) & (C >= 0)
-            Rc, Cc = np.where(inside, R, 0), np.where(inside, C, 0)
-            own = np.where(inside, og[Rc, Cc], -1)
-            is_dyn = np.isin(own, list(dyn_ids))
-            if not is_dyn.any():
-                plans[ref] = Plan(base.kind, base.text, const=base.num.to(self.device_))
-                continue
-            producers = unique(own[is_dyn])
-            loc = lg[Rc, Cc]
-            if len(producers) == 1 and is_dyn.all():
-                view = _affine(loc)
-                plan = Plan(base.kind, base.text, producer=int(producers[0]), view=view)
-                if view is not None:
-                    plan.viewer = _viewer(*view, self._producer_size(int(producers[0])))
-                else:
-                    plan.index = torch.as_tensor(loc, device=self.device_)
-                plans[ref] = plan
-                continue
-            # Mixed: constants and one or more producers, joined then gathered.
-            const_vals = base.num.numpy()[~is_dyn]
-            offsets, total = {}, len(const_vals)
-            for p in producers:
-                offsets[int(p)] = total
-                total += self._producer_size(int(p))
-            idx = np.zeros(own.shape, dtype=np.int64)
-            idx[~is_dyn] = np.arange(len(const_vals))
-            for p, off in offsets.items():
-                m = own == p
-                idx[m] = off + loc[m]
-            plans[ref] = Plan(base.kind, base.text, sources=[int(p) for p in producers],
-                               index=torch.as_tensor(idx, device=self.device_),
-                               const_flat=torch.as_tensor(const_vals, device=self.device_))
+            plans[ref] = self._plan(ref.sheet, R, C, owner, local, dyn_ids, grids)
         return plans
+
+    def _plan(self, sheet: str, R: np.ndarray, C: np.ndarray, owner: dict, local: dict, dyn_ids: set[int],
+              grids: Grids) -> Plan:
+        """How to read the cells (sheet, R, C): constants, a view or gather of one producer, or both."""
+        base = grids.read(sheet, R, C, torch.device("cpu"))
+        if sheet not in owner:
+            return Plan(base.kind, base.text, const=base.num.to(self.device_))
+        og, lg = owner[sheet], local[sheet]
+        inside = (R < og.shape[0]) & (C < og.shape[1]) & (R >= 0) & (C >= 0)
+        Rc, Cc = np.where(inside, R, 0), np.where(inside, C, 0)
+        own = np.where(inside, og[Rc, Cc], -1)
+        is_dyn = np.isin(own, list(dyn_ids))
+        if not is_dyn.any():
+            return Plan(base.kind, base.text, const=base.num.to(self.device_))
+        producers = unique(own[is_dyn])
+        loc = lg[Rc, Cc]
+        if len(producers) == 1 and is_dyn.all():
+            view = _affine(loc)
+            plan = Plan(base.kind, base.text, producer=int(producers[0]), view=view)
+            if view is not None:
+                plan.viewer = _viewer(*view, self._producer_size(int(producers[0])))
+            else:
+                plan.index = torch.as_tensor(loc, device=self.device_)
+            return plan
+        # Mixed: constants and one or more producers, joined then gathered.
+        const_vals = base.num.numpy()[~is_dyn]
+        offsets, total = {}, len(const_vals)
+        for p in producers:
+            offsets[int(p)] = total
+            total += self._producer_size(int(p))
+        idx = np.zeros(own.shape, dtype=np.int64)
+        idx[~is_dyn] = np.arange(len(const_vals))
+        for p, off in offsets.items():
+            m = own == p
+            idx[m] = off + loc[m]
+        return Plan(base.kind, base.text, sources=[int(p) for p in producers],
+                    index=torch.as_tensor(idx, device=self.device_),
+                    const_flat=torch.as_tensor(const_vals, device=self.device_))
 
     def _producer_size(self, pid: int) -> int:
         n = len(self.graph.families)
@@ -239,7 +248,19 @@ class CompiledModel(nn.Module):
     def objective_family(self) -> int:
         return self._objective[0]
 
+    def result_producers(self) -> set[int]:
+        """The families (and leaves) whose outputs forward()'s result is read from."""
+        plan = self._result
+        if plan is None:
+            return {self._objective[0]}
+        if plan.const is not None:
+            return set()
+        return set(plan.sources) if plan.sources is not None else {plan.producer}
+
     def objective_of(self, outs: dict[int, torch.Tensor]) -> torch.Tensor:
+        """What forward() returns: the objective cell, or the result range (rows × columns)."""
+        if self._result is not None:
+            return self._result.read(outs).num.reshape(self.spec.result.shape)
         fid, local = self._objective
         if self._constant_objective:
             sheet, row, col = self.spec.objective
@@ -284,6 +305,14 @@ def _decomposition(fam: Family, steps: list[Step], grids: Grids):
     if not isinstance(plan.kind, int) or plan.kind != NUM:
         return None, f"{text}, over a range that is not all numbers"
     return (step, ref, int(grids.index(ref, fam.rows, fam.cols)[0].size)), None
+
+
+def _block_index(area: Area) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of every cell of `area`, shaped (1, h, w) as one reader's reference."""
+    h, w = area.shape
+    rows = np.arange(area.r1, area.r2 + 1).reshape(1, h, 1)
+    cols = np.arange(area.c1, area.c2 + 1).reshape(1, 1, w)
+    return np.ascontiguousarray(np.broadcast_to(rows, (1, h, w))), np.ascontiguousarray(np.broadcast_to(cols, (1, h, w)))
 
 
 def _flat_output(fam: Family, v: Val) -> torch.Tensor:
@@ -372,7 +401,7 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     (nothing to train, no gradient) is refused, saying why. `outputs`: more formula cells the
     model computes besides the objective (read them with `value` after a forward)."""
     device = device or torch.device("cpu")
-    for area in spec.params:
+    for area in spec.leaves:
         for r, c in area.cells():
             f = graph.family_at(area.sheet, r, c)
             if f is not None:
@@ -388,12 +417,14 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
         if fam is None:
             raise BadInput(f"{wb.path}: {cell_name(*cell)} is not a formula cell")
         roots.append(fam)
+    if spec.result is not None:
+        roots.extend(_families_in(wb, graph, spec.result))
     needed = graph.ancestors([f.id for f in roots])
-    # Which needed families read a parameter, directly or through other families.
-    dynamic = graph.dependents(graph.reading(spec.params, among=needed), within=needed)
+    # Which needed families read a leaf (an input or a parameter), directly or through others.
+    dynamic = graph.dependents(graph.reading(spec.leaves, among=needed), within=needed)
     snapshots = _check_supported(wb, graph, needed, dynamic)
     if must_reach and root.id not in dynamic:
-        params = ", ".join(str(a) for a in spec.params)
+        params = ", ".join(str(a) for a in spec.leaves)
         why = f"no formula that {cell_name(sheet, row, col)} depends on reads {params}"
         if snapshots:
             why += (f"; it reads {'; '.join(snapshots)}, whose targets xl2nn takes from the cached values "
@@ -403,7 +434,7 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     order = [f for f in graph.order if f in dynamic]
     model = CompiledModel(wb, graph, spec, grids, needed, order, device)   # checks the parameter cells
     value = grids.value(sheet, row, col)
-    if isinstance(value, CellError):    # no gradient flows through an error: say where it starts
+    if isinstance(value, CellError) and spec.result is None:   # no gradient flows through an error
         raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is {value} at the workbook's "
                        f"weights; it comes from {error_source(graph, grids, sheet, row, col)}")
     if snapshots:
@@ -413,6 +444,16 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     return model
 
 
+def _families_in(wb: Workbook, graph: Graph, area: Area) -> list[Family]:
+    """The families computing the cells of `area`; a cell holding no formula is BadInput."""
+    grid = graph.owners.owner.get(area.sheet)
+    for r, c in area.cells():
+        if grid is None or r >= grid.shape[0] or c >= grid.shape[1] or grid[r, c] < 0:
+            raise BadInput(f"{wb.path}: {cell_name(area.sheet, r, c)} is not a formula cell")
+    ids = unique(grid[area.r1:area.r2 + 1, area.c1:area.c2 + 1].reshape(-1))
+    return [graph.families[int(f)] for f in ids]
+
+
 class SnapshotWarning(UserWarning):
     """Cells of volatile functions (RAND, NOW, OFFSET, ...) enter the model as their cached values."""
 
@@ -420,22 +461,22 @@ class SnapshotWarning(UserWarning):
 def _check_supported(wb: Workbook, graph: Graph, needed: set[int], dynamic: set[int]) -> list[str]:
     """Refuse functions xl2nn lacks; return the volatile ones the model reads as constants."""
     missing: dict[str, list[str]] = {}
-    snapshots: list[str] = []
+    snapshots: dict[str, list[str]] = {}
     for fid in needed:
         fam = graph.families[fid]
         names = unsupported(fam)
         if names and names <= VOLATILE and fid not in dynamic:
-            snapshots.append(f"{', '.join(sorted(names))} in {fam.area}")
+            snapshots.setdefault(", ".join(sorted(names)), []).append(str(fam.area))
             continue
         for name in names:
             missing.setdefault(name + (" (volatile, and it depends on the parameters)" if name in VOLATILE else ""),
                                []).append(str(fam.area))
+    # Cells merged into rectangles: 400 one-cell OFFSET families read 'data!B2:B401', not 400 names.
     if missing:
-        parts = [f"{name} (in {', '.join(cells[:3])}{', ...' if len(cells) > 3 else ''})"
-                 for name, cells in sorted(missing.items())]
+        parts = [f"{name} (in {ranges_text(cells, 3)})" for name, cells in sorted(missing.items())]
         raise UnsupportedFormula(f"{wb.path}: the model uses functions xl2nn does not support: "
                                  + "; ".join(parts))
-    return sorted(snapshots)
+    return [f"{names} in {ranges_text(cells)}" for names, cells in sorted(snapshots.items())]
 
 
 __all__ = ["CompiledModel", "SnapshotWarning", "compile_model", "param_name"]

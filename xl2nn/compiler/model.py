@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..cells import Area, cell_name
 from ..errors import BadInput
@@ -22,10 +22,19 @@ class ModelSpec:
     target: float | None = None
     source: str = "Solver"
     note: str = ""                # why this sheet, when several sheets have Solver models
+    # A forward-only model (export --inputs/--outputs): leaves given to forward() as arguments
+    # (before the parameters), and the range forward() returns instead of the objective cell.
+    inputs: list[Area] = field(default_factory=list)
+    result: Area | None = None
 
     @property
     def objective_name(self) -> str:
         return cell_name(*self.objective)
+
+    @property
+    def leaves(self) -> list[Area]:
+        """Every range the model takes as given: the inputs, then the parameters."""
+        return [*self.inputs, *self.params]
 
 
 def solver_sheets(wb: Workbook) -> list[str]:

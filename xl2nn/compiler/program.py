@@ -131,14 +131,10 @@ class Program(nn.Module):
         with torch.no_grad():
             for _ in weight_points(self.model, points, 0.6):
                 try:
-                    b = float(self.model())
+                    b = self.model()
                 except UnsupportedFormula:      # ISNA of a computed error: nothing to compare
                     continue
-                a = float(self.forward())
-                if math.isnan(a) != math.isnan(b):      # an error on one side only
-                    worst = math.inf
-                elif a != b and not math.isnan(a):
-                    worst = max(worst, abs(a - b) / max(abs(b), 1e-300))
+                worst = max(worst, _max_rel(self.forward(), b))
         return worst
 
     def count_ops(self) -> int:
@@ -146,6 +142,18 @@ class Program(nn.Module):
         if self.full is None:
             return 0
         return sum(1 for n in self.full.graph.nodes if n.op == "call_function" and n.target not in FREE)
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest relative difference of a to b (the objective, or a forward-only model's range);
+    inf where one side is an error (NaN) and the other is not."""
+    a, b = a.detach().double(), b.detach().double()
+    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    if bool((nan_a != nan_b).any()):
+        return math.inf
+    rel = (a - b).abs() / b.abs().clamp_min(1e-300)
+    rel = torch.where((a == b) | nan_a, torch.zeros_like(rel), rel)
+    return float(rel.max()) if rel.numel() else 0.0
 
 
 def weight_points(model: CompiledModel, points: int, scale: float, seed: int = 0) -> Iterator[int]:
@@ -213,7 +221,7 @@ def _build_segments(model: CompiledModel, steps: list, interpreted: set[int],
         else:
             runs[-1].append(step)
     read_later: list[set[int]] = [set() for _ in runs]
-    needed = {model.objective_family}
+    needed = model.result_producers()
     for k in range(len(runs) - 1, -1, -1):
         read_later[k] = set(needed)
         for step in runs[k]:
