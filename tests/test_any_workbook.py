@@ -272,3 +272,32 @@ def test_samples_without_a_solver_model_inspect_and_verify_with_no_flags(stem):
     assert all(v["checked"] > 0 and v["ok"] for v in report["values"])
     # backprop.xlsx: the block sample_workbooks/xl2nn.toml declares ran, 50 steps × 8 weights
     assert [len(h["rows"]) for h in report["hand_gradients"]] == ([400] if stem == "backprop" else [])
+
+
+# --------------------------------------------------------------------------- eval says what differs
+
+def test_eval_compares_every_recomputed_cell_with_the_cached_one(tmp_path):
+    """eval never turns a cached number into another number or an error without a word: it
+    counts the recomputed cells that agree with the file and names the first that does not."""
+    src = SAMPLES / "forward_pass.xlsx"
+    rc, out, err = run_cli("eval", str(src), "-o", str(tmp_path / "same.xlsx"))
+    assert rc == 0 and "compared  611 of 611 recomputed cells agree with the file's cached values" in out, err
+    bad = tmp_path / "bad.xlsx"
+    patch_workbook(src, bad, {"cnn": {(13, 2): 99.0}})                      # cnn!B13, a conv output
+    rc, out, err = run_cli("eval", str(bad), "-o", str(tmp_path / "e.xlsx"), "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["compared_with_cached"] == 611 and info["differ_from_cached"] == 1
+    assert "first cnn!B13 =SUMPRODUCT(B3:D5,$K$3:$M$5): cached 99.0, recomputed " in err
+    # --strict: nothing written, exit 1 (a disagreement, as verify's)
+    rc, out, err = run_cli("eval", str(bad), "-o", str(tmp_path / "strict.xlsx"), "--strict")
+    assert rc == 1 and not (tmp_path / "strict.xlsx").exists()
+    assert err.strip().splitlines()[-1].startswith(f"xl2nn: error: {bad}: --strict: 1 recomputed cells differ")
+
+
+def test_eval_of_a_file_without_cached_values_says_there_was_nothing_to_compare(tmp_path):
+    from openpyxl import Workbook
+    wb = Workbook()
+    wb.active["A1"], wb.active["A2"] = 2, "=A1*3"
+    wb.save(tmp_path / "plain.xlsx")
+    rc, out, err = run_cli("eval", str(tmp_path / "plain.xlsx"), "-o", str(tmp_path / "o.xlsx"))
+    assert rc == 0 and "compared  nothing: the file holds no cached numbers for its formula cells" in out, err

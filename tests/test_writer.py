@@ -317,8 +317,8 @@ def test_failure_while_writing_removes_the_temp_file(book: Path, tmp_path: Path,
     dst = out_dir / "out.xlsx"
     real = xlsx_patch._write_package
 
-    def crash(zf, fh, replaced, added):
-        real(zf, fh, replaced, added)
+    def crash(zf, fh, replaced, added, removed):
+        real(zf, fh, replaced, added, removed)
         assert any(out_dir.iterdir())  # the temp file exists at this point
         raise OSError("disk full")
 

@@ -24,6 +24,13 @@ class CellError:
         return self.code
 
 
+class OverFormula(float):
+    """A number to write over a cell's formula, leaving a constant (a parameter cell that was
+    initialised by a formula gets its trained value, as Excel's Solver writes a solution)."""
+
+    __slots__ = ()
+
+
 # A cell's value as read from or written to a workbook. None is an empty cell.
 CellValue = float | int | bool | str | CellError | None
 

@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="recalculate every formula cell and write a copy with the results")
     p.add_argument("file")
     p.add_argument("-o", "--output", required=True, help="the new workbook to write")
-    p.add_argument("--strict", action="store_true", help="fail (exit 2, nothing written) when any cell "
-                   "uses a function xl2nn does not implement, instead of keeping its cached value")
+    p.add_argument("--strict", action="store_true", help="write nothing and fail when any cell uses a function "
+                   "xl2nn does not implement (exit 2) or any recomputed cell differs from the file's cached "
+                   "value (exit 1), instead of keeping or warning")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("verify", help="check recomputed cells against cached values and autograd "
@@ -259,6 +260,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _print_json(r.as_dict())
     else:
         print(f"recalculated {r.cells_written:,} formula cells in {r.seconds:.2f}s → {r.output}")
+        print(f"compared  {r.compared - r.disagreements:,} of {r.compared:,} recomputed cells agree with the "
+              f"file's cached values (rel {r.value_rtol:g})" if r.compared else
+              "compared  nothing: the file holds no cached numbers for its formula cells")
+    for s in r.differ:
+        _warn(f"{s.failed:,} recomputed cell(s) of {s.sheet} differ from the file's cached values; first "
+              f"{s.first_failure} {s.first_formula}: cached {s.first_cached!r}, recomputed {s.first_got!r}")
     _warn_kept(r)
     return EXIT_OK
 

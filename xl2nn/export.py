@@ -233,7 +233,8 @@ def write_weights(src: Path, weights: Mapping[str, np.ndarray] | Path, dst: Path
     spec = find_model(wb, sheet, params, loss)
     model = compile_model(wb, graph, spec)
     checked = check_weights(model, raw, where)
-    written = write_trained(Path(src), Path(dst), wb, graph, parameter_cells(model.param_areas, checked),
+    written = write_trained(Path(src), Path(dst), model.workbook, model.graph,
+                            parameter_cells(model.param_areas, checked, model.loosened),
                             list(model.param_areas.values()))
     return written, spec
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .cells import Area, cell_name, col_letters, quote_sheet
-from .compiler.forward import cut_loose
+from .compiler.leaves import cut_loose
 from .compiler.grid import Grids
 from .compiler.lower import CompiledModel, compile_model
 from .compiler.model import ModelSpec, parse_areas

@@ -43,6 +43,16 @@ class SheetCheck:
         return self.failed == 0
 
 
+def kept_cells(graph: Graph, recalc: Recalc) -> set[tuple[str, int, int]]:
+    """The cells of the families that kept their cached values (not recomputed)."""
+    out: set[tuple[str, int, int]] = set()
+    for fid in recalc.skipped:
+        fam = graph.families[fid]
+        rows, cols = fam.out_cells()
+        out.update((fam.sheet, int(r), int(c)) for r, c in zip(rows, cols))
+    return out
+
+
 def check_values(wb: Workbook, recalc: Recalc, skipped_cells: set[tuple[str, int, int]] | None = None,
                  graph: Graph | None = None, sheets: list[str] | None = None) -> list[SheetCheck]:
     """Every formula cell with a cached number, recomputed and compared (all at once: a

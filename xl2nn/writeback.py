@@ -4,11 +4,11 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
-from .cells import Area, CellValue
+from .cells import Area, CellValue, OverFormula
 from .compiler.grid import Recalc, recalculate
 from .errors import BadInput
 from .ir.graph import Graph
@@ -91,13 +91,15 @@ def parameter_dependents(graph: Graph, params: Sequence[Area]) -> set[int]:
     return graph.dependents(graph.reading(list(params)))
 
 
-def parameter_cells(areas: Mapping[str, Area], weights: Mapping[str, np.ndarray]
-                    ) -> dict[str, dict[tuple[int, int], float]]:
-    """Weights by parameter name -> the values of their cells, by sheet and (row, col)."""
+def parameter_cells(areas: Mapping[str, Area], weights: Mapping[str, np.ndarray],
+                    over: Collection[tuple[str, int, int]] = ()) -> dict[str, dict[tuple[int, int], float]]:
+    """Weights by parameter name -> the values of their cells, by sheet and (row, col); the
+    cells in `over` held formulas, and get the number written over the formula."""
     values: dict[str, dict[tuple[int, int], float]] = {}
+    over = set(over)
     for name, area in areas.items():
         for (r, c), v in zip(area.cells(), np.asarray(weights[name]).reshape(-1).tolist()):
-            values.setdefault(area.sheet, {})[(r, c)] = float(v)
+            values.setdefault(area.sheet, {})[(r, c)] = OverFormula(v) if (area.sheet, r, c) in over else float(v)
     return values
 
 

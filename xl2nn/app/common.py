@@ -39,6 +39,6 @@ def listing(by_name: Mapping[str, Sequence[str | Area]], most: int = 4) -> str:
 
 def warning_categories() -> tuple[type[Warning], ...]:
     """The warnings xl2nn issues that the CLI shows every time, one line each (imports torch)."""
-    from ..compiler.lower import SnapshotWarning
+    from ..compiler.lower import ParameterFormulaWarning, SnapshotWarning
     from ..train import CompileWarning
-    return SnapshotWarning, CompileWarning
+    return SnapshotWarning, CompileWarning, ParameterFormulaWarning

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..api import recalculate_workbook
-from ..errors import BadInput
+from ..errors import BadInput, XlnnError
+from ..verify import VALUE_RTOL, SheetCheck, as_dict, check_values, kept_cells
 from ..writeback import write_recalculated
 from .common import listing
 
@@ -21,23 +22,51 @@ class EvalReport:
     unsupported: dict[str, list[str]]     # function -> cells, not implemented
     volatile: dict[str, list[str]]        # function -> cells, volatile (a snapshot)
     seconds: float
+    # The recomputed cells against the numbers the file held for them: eval never turns a
+    # cached number into another number or an error without saying so.
+    compared: int = 0                     # formula cells with a cached number, recomputed
+    differ: list[SheetCheck] = field(default_factory=list)   # sheets where some differ
+
+    value_rtol: float = VALUE_RTOL
+
+    @property
+    def disagreements(self) -> int:
+        return sum(s.failed for s in self.differ)
 
     def as_dict(self) -> dict[str, Any]:
         """What `xl2nn eval --json` prints."""
         return {"output": str(self.output), "cells_written": self.cells_written, "cells_kept": self.cells_kept,
-                "unsupported": self.unsupported, "volatile": self.volatile, "seconds": self.seconds}
+                "unsupported": self.unsupported, "volatile": self.volatile, "seconds": self.seconds,
+                "compared_with_cached": self.compared, "differ_from_cached": self.disagreements,
+                "rtol": self.value_rtol, "first_differences": [as_dict(s) for s in self.differ]}
 
 
 def eval_workbook(path: str | os.PathLike[str], output: str | os.PathLike[str],
                   strict: bool = False) -> EvalReport:
-    """Recalculate the workbook and write the copy `output`; strict: BadInput (nothing written)
-    when a cell uses a function xl2nn does not implement."""
+    """Recalculate the workbook and write the copy `output`, comparing each recomputed cell
+    with the number the file held for it. strict: nothing written, BadInput when a cell uses
+    a function xl2nn does not implement, Disagrees when a recomputed cell differs."""
     t0 = time.perf_counter()
     wb, graph, recalc = recalculate_workbook(path)
     missing, volatile, n_missing, n_volatile = recalc.not_recomputed(graph)
     if missing and strict:
         raise BadInput(f"{path}: --strict: {n_missing:,} formula cells use what xl2nn does not implement: "
                        + listing(missing))
+    checks = check_values(wb, recalc, kept_cells(graph, recalc), graph)
+    differ = [s for s in checks if not s.ok]
+    if differ and strict:
+        s = differ[0]
+        raise Disagrees(f"{path}: --strict: {sum(d.failed for d in differ):,} recomputed cells differ from the "
+                        f"cached values; first {s.first_failure} {s.first_formula}: cached {s.first_cached!r}, "
+                        f"recomputed {s.first_got!r}")
     out = Path(output)
     written = write_recalculated(Path(path), out, wb, graph, recalc)
-    return EvalReport(out, written, n_missing + n_volatile, missing, volatile, time.perf_counter() - t0)
+    return EvalReport(out, written, n_missing + n_volatile, missing, volatile, time.perf_counter() - t0,
+                      sum(s.checked for s in checks), differ)
+
+
+class Disagrees(XlnnError):
+    """eval --strict: a recomputed cell differs from the file's cached value (exit 1, as a
+    failed verification)."""
+
+    exit_code = 1

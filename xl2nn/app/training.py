@@ -85,9 +85,11 @@ def train_workbook(path: str | os.PathLike[str], sheet: str | None = None,
     model = compile_model(wb, graph, spec, dev)
     with Progress() as bar:                  # drawn only when stderr is a terminal
         result = train(model, opts, bar)
-    values = parameter_cells(model.param_areas, result.weights)
+    values = parameter_cells(model.param_areas, result.weights, model.loosened)
     trace, shown = trace_sheet(result, model, free_sheet_name(sheet_names(src), "sgd_steps"))
-    written = write_trained(src, out, wb, graph, values, list(model.param_areas.values()), [trace])
+    # model.workbook: parameter cells that held formulas are numbers there, as in the output
+    written = write_trained(src, out, model.workbook, model.graph, values, list(model.param_areas.values()),
+                            [trace])
     cell = written.recalc.grids.value(*spec.objective)
     n_params = sum(a.size for a in model.param_areas.values())
     warnings = []

@@ -17,7 +17,7 @@ from ..errors import BadInput
 from ..handgrad import HandGradReport, check_hand_gradients, parse_ranges, report_lines
 from .declared import Declared, declared_checks
 from ..verify import (GRAD_RTOL, VALUE_RTOL, GradReport, SheetCheck, TraceCheck, as_dict, check_gradients,
-                      check_trace, check_values)
+                      check_trace, check_values, kept_cells)
 
 NO_MODEL = ("no Solver model{where}: no objective's gradients to check; name one with --params RANGE[,RANGE] "
             "--loss CELL")
@@ -112,12 +112,7 @@ class WorkbookChecks:
 
     def values(self, sheets: list[str] | None = None) -> list[SheetCheck]:
         """Recomputed against cached, every sheet or `sheets` (those with formulas)."""
-        recalc, skipped = self.recalc, set()
-        for fid in recalc.skipped:
-            fam = self.graph.families[fid]
-            rows, cols = fam.out_cells()
-            skipped.update((fam.sheet, int(r), int(c)) for r, c in zip(rows, cols))
-        return check_values(self.wb, recalc, skipped, self.graph, sheets)
+        return check_values(self.wb, self.recalc, kept_cells(self.graph, self.recalc), self.graph, sheets)
 
     def not_recomputed(self, sheets: list[str] | None = None) -> dict[str, list[str]]:
         """Function -> the ranges that kept their cached values (unsupported or volatile)."""

@@ -6,21 +6,20 @@ Most ML sheets have no Solver model: they are forward passes (an MLP, a softmax,
 everything else folded to constants. The inputs are leaves of the compiled model like the
 parameters; export passes them to forward() as arguments instead of holding them as state.
 
-Input cells may hold formulas: they are cut loose (`cut_loose`), taken as given, as
+Input cells may hold formulas: they are cut loose (leaves.cut_loose), taken as given, as
 `verify --grad` does with its --wrt cells.
 """
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
 
 import torch
 
 from ..cells import Area, CellError, cell_name
 from ..errors import BadInput
 from ..ir.graph import Graph, build_graph
-from ..reader.workbook import Sheet, Workbook
+from ..reader.workbook import Workbook
 from .grid import Grids, error_source, recalculate
+from .leaves import cut_loose, feeding, shown
 from .lower import CompiledModel, compile_model
 from .model import ModelSpec, parse_areas
 
@@ -66,55 +65,13 @@ def compile_forward(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.d
     """The model of a forward spec: forward() returns spec.result (rows × columns) from the
     input leaves (the workbook's values, or its recalculated values where an input is a
     formula) and the parameters."""
-    grids = recalculate(wb, graph, only=_feeding(graph, spec.inputs)).grids
+    grids = recalculate(wb, graph, only=feeding(graph, spec.inputs)).grids
     cut = cut_loose(wb, grids, spec.inputs, "--inputs", "give input cells outside it")
     cut_graph = build_graph(cut)
     _check_outputs_reached(cut, cut_graph, spec)
     model = compile_model(cut, cut_graph, spec, device, must_reach=False)
     _check_output_values(cut, cut_graph, model.grids, spec.result)
     return model
-
-
-def _feeding(graph: Graph, areas: Sequence[Area]) -> set[int]:
-    """The families whose values the cells of `areas` need: their own and their ancestors."""
-    own = {f.id for a in areas for r, c in a.cells() if (f := graph.family_at(a.sheet, r, c)) is not None}
-    return graph.ancestors(sorted(own))
-
-
-def cut_loose(wb: Workbook, grids: Grids, leaves: Sequence[Area], flag: str, outside: str,
-              blanks: bool = False) -> Workbook:
-    """A copy of `wb` in which every cell of `leaves` holds its value in `grids` (a formula's
-    recalculated value) and no formula: compile_model wants plain numbers there, and a leaf is
-    taken as given. A leaf inside an array formula (it cannot be cut out of it) or holding text,
-    a boolean or an error is a one-line error naming it (`outside` says what to do about an
-    array formula); so is a blank one unless `blanks` (a blank is not 0 to AVERAGE or COUNT,
-    so the function of a number put there is not the one the sheet shows)."""
-    cut: dict[str, Sheet] = {}
-    for area in leaves:
-        sheet = wb.sheets[area.sheet]
-        for arr, _ in sheet.arrays:
-            if arr.r1 <= area.r2 and area.r1 <= arr.r2 and arr.c1 <= area.c2 and area.c1 <= arr.c2:
-                raise BadInput(f"{wb.path}: {flag} {area} reaches into the array formula {arr}; {outside}")
-        if area.sheet not in cut:
-            cut[area.sheet] = dataclasses.replace(sheet, formulas=sheet.formulas.copy(), values=sheet.values.copy())
-        copy = cut[area.sheet]
-        for r, c in area.cells():
-            v = grids.value(area.sheet, r, c)
-            if v is None and not blanks:
-                raise BadInput(f"{wb.path}: {flag} cell {cell_name(area.sheet, r, c)} is blank; give it a number "
-                               "(a blank is not 0 to AVERAGE or COUNT) or leave it out of the range")
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise BadInput(f"{wb.path}: {flag} cell {cell_name(area.sheet, r, c)} holds {_shown(v)}, "
-                               "not a number")
-            copy.formulas.pop((r, c), None)
-            if v is not None:
-                copy.values[(r, c)] = float(v)
-    sheets = {name: cut.get(name, sh) for name, sh in wb.sheets.items()}
-    return dataclasses.replace(wb, sheets=sheets)
-
-
-def _shown(v: object) -> str:
-    return str(v) if isinstance(v, (bool, CellError)) else repr(v)
 
 
 def _check_outputs_reached(wb: Workbook, graph: Graph, spec: ModelSpec) -> None:
@@ -147,7 +104,7 @@ def _check_output_values(wb: Workbook, graph: Graph, grids: Grids, area: Area | 
             raise BadInput(f"{wb.path}: the output {cell_name(area.sheet, r, c)} is {v} at the workbook's inputs; "
                            f"it comes from {error_source(graph, grids, area.sheet, r, c)}")
         if not isinstance(v, float) or isinstance(v, bool):
-            raise BadInput(f"{wb.path}: the output {cell_name(area.sheet, r, c)} is {_shown(v)} at the workbook's "
+            raise BadInput(f"{wb.path}: the output {cell_name(area.sheet, r, c)} is {shown(v)} at the workbook's "
                            "inputs, not a number")
 
 

@@ -32,6 +32,7 @@ from ..ranges import ranges_text
 from ..reader.workbook import Workbook
 from .grid import Grids, error_source, recalculate, unsupported
 from .hostread import HostRead
+from .leaves import formula_cells, loosen_parameters
 from .interpret import EvalContext, evaluate
 from .model import ModelSpec
 
@@ -99,6 +100,8 @@ class CompiledModel(nn.Module):
         self.spec = spec
         self.workbook = wb
         self.graph = graph
+        self.workbook = wb                   # the workbook compiled (parameter formulas cut loose)
+        self.loosened: list[tuple[str, int, int]] = []    # parameter cells that held formulas
         self.grids = grids
         self.needed = needed
         self.device_ = device
@@ -401,12 +404,18 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     (nothing to train, no gradient) is refused, saying why. `outputs`: more formula cells the
     model computes besides the objective (read them with `value` after a forward)."""
     device = device or torch.device("cpu")
-    for area in spec.leaves:
+    for area in spec.inputs:
         for r, c in area.cells():
             f = graph.family_at(area.sheet, r, c)
             if f is not None:
-                raise BadInput(f"{wb.path}: parameter cell {cell_name(area.sheet, r, c)} holds a formula "
-                               f"({f.formula}); parameters must be plain numbers")
+                raise BadInput(f"{wb.path}: input cell {cell_name(area.sheet, r, c)} holds a formula "
+                               f"({f.formula}); cut it loose first (compiler.leaves.cut_loose)")
+    # Parameter cells initialised by formulas (=RAND()*2-1, =G6) start from their values; the
+    # model is compiled from a copy of the workbook in which they are numbers (model.workbook).
+    loosened = formula_cells(graph, spec.params)
+    wb, graph, why = loosen_parameters(wb, graph, spec)
+    if why:
+        warnings.warn(ParameterFormulaWarning(why), stacklevel=2)
     sheet, row, col = spec.objective
     root = graph.family_at(sheet, row, col)
     if root is None:
@@ -433,6 +442,7 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     grids = recalculate(wb, graph, only=needed).grids
     order = [f for f in graph.order if f in dynamic]
     model = CompiledModel(wb, graph, spec, grids, needed, order, device)   # checks the parameter cells
+    model.loosened = loosened
     value = grids.value(sheet, row, col)
     if isinstance(value, CellError) and spec.result is None:   # no gradient flows through an error
         raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is {value} at the workbook's "
@@ -452,6 +462,10 @@ def _families_in(wb: Workbook, graph: Graph, area: Area) -> list[Family]:
             raise BadInput(f"{wb.path}: {cell_name(area.sheet, r, c)} is not a formula cell")
     ids = unique(grid[area.r1:area.r2 + 1, area.c1:area.c2 + 1].reshape(-1))
     return [graph.families[int(f)] for f in ids]
+
+
+class ParameterFormulaWarning(UserWarning):
+    """Parameter cells hold formulas: their current values are the starting weights."""
 
 
 class SnapshotWarning(UserWarning):
@@ -479,4 +493,4 @@ def _check_supported(wb: Workbook, graph: Graph, needed: set[int], dynamic: set[
     return [f"{names} in {ranges_text(cells)}" for names, cells in sorted(snapshots.items())]
 
 
-__all__ = ["CompiledModel", "SnapshotWarning", "compile_model", "param_name"]
+__all__ = ["CompiledModel", "ParameterFormulaWarning", "SnapshotWarning", "compile_model", "param_name"]

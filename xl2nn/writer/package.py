@@ -219,6 +219,7 @@ class _Package:
         self.names = zf.namelist()
         self.replaced: dict[str, bytes] = {}
         self.added: dict[str, bytes] = {}
+        self.removed: set[str] = set()
         self.taken = {n.lower() for n in self.names}
 
     def get_text(self, path: str) -> str:
@@ -265,6 +266,30 @@ def _fresh_rid(rels_text: str) -> str:
 
 def _relative(from_part: str, to_part: str) -> str:
     return posixpath.relpath(to_part, posixpath.dirname(from_part) or ".")
+
+
+def _drop_calc_chain(pkg: _Package, workbook: str) -> None:
+    """Remove xl/calcChain.xml, its relationship and its content type: Excel's list of formula
+    cells in calculation order names cells that no longer hold formulas once numbers are
+    written over them, and Excel then reports the file damaged. Excel rebuilds the chain."""
+    path = rels_path(workbook)
+    if not pkg.exists(path):
+        return
+    text = pkg.get_text(path)
+    rel = re.search(r"""<(?:\w+:)?Relationship\b[^>]*Type\s*=\s*["'][^"']*/calcChain["'][^>]*/>""", text)
+    if rel is None:
+        return
+    target = re.search(r"""Target\s*=\s*["']([^"']*)["']""", rel.group(0))
+    pkg.put(path, text[:rel.start()] + text[rel.end():])
+    if target is None:
+        return
+    part = posixpath.normpath(posixpath.join(posixpath.dirname(workbook), unescape(target.group(1)))).lstrip("/")
+    if target.group(1).startswith("/"):
+        part = unescape(target.group(1)).lstrip("/")
+    pkg.removed.add(part)
+    types = pkg.get_text("[Content_Types].xml")
+    pkg.put("[Content_Types].xml", re.sub(r"""<(?:\w+:)?Override\b[^>]*PartName\s*=\s*["']/%s["'][^>]*/>"""
+                                          % re.escape(part), "", types, count=1))
 
 
 def _add_relationship(pkg: _Package, owner: str, rel_type: str, target_part: str) -> str:

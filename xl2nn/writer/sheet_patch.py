@@ -9,14 +9,15 @@ from typing import Mapping
 
 import numpy as np
 
-from ..cells import ERROR_CODES, MAX_COL, MAX_ROW, CellError, CellValue, a1, col_letters, col_number
+from ..cells import ERROR_CODES, MAX_COL, MAX_ROW, CellError, CellValue, OverFormula, a1, col_letters, col_number
 from ..errors import BadInput
 from .trace_sheet import MAX_CELL_TEXT, cell_text, needs_preserve, xml_escape
 
 
 # =========================================================================== values
 
-# A validated update value: (kind, XML-ready UTF-8 text, needs xml:space="preserve").
+# A validated update value: (kind, XML-ready UTF-8 text, needs xml:space="preserve"), and a
+# fourth entry True for a number written over the cell's formula (OverFormula).
 # kind is None (empty the cell), "n" number, "b" bool, "s" string or "e" error.
 _Val = tuple
 
@@ -27,6 +28,10 @@ _FALSE: _Val = ("b", b"0", False)
 
 def _canon(value: CellValue, sheet: str, row: int, col: int) -> _Val:
     t = type(value)
+    if t is OverFormula:
+        if not math.isfinite(value):
+            raise ValueError(f"{sheet}!{a1(row, col)}: cannot write {float(value)!r}; Excel cells hold finite numbers only")
+        return ("n", b"%a" % float(value), False, True)
     if t is float:
         if value - value == 0.0:  # finite
             return ("n", b"%a" % value, False)
@@ -83,6 +88,7 @@ _R_ATTR = re.compile(rb"""\sr\s*=\s*["']\$?([A-Za-z]{0,3})\$?(\d+)["']""")
 _T_ATTR = re.compile(rb"""\st\s*=\s*(?:"[^"]*"|'[^']*')""")
 _SPANS_ATTR = re.compile(rb"""(\sspans\s*=\s*["'])([^"']*)(["'])""")
 _REF_ATTR = re.compile(rb"""(\sref\s*=\s*["'])([^"']*)(["'])""")
+_CM_ATTR = re.compile(rb"""\scm\s*=\s*(?:"[^"]*"|'[^']*')""")
 _TRAILING_WS = re.compile(rb"\s*\Z")
 _NAME_END = frozenset(b" \t\r\n/>")
 
@@ -200,6 +206,11 @@ class _SheetPatch:
             fm = self.f_re.search(rest)  # <f> not first: tolerate the odd order
             if fm is not None:
                 f, rest = rest[:fm.end()], rest[fm.end():]
+        if f is not None and len(val) > 3:
+            # a number over the formula: the cell becomes a constant (no <f>, no array metadata)
+            self._check_droppable(f, cm)
+            f = None
+            attrs = _CM_ATTR.sub(b"", attrs)
         if f is not None:
             # formula cell: keep <f> and everything else, replace only the cached value
             if rest:
@@ -221,6 +232,23 @@ class _SheetPatch:
         if not body:
             return b"<%sc%s/>" % (p, attrs)
         return self.t_cell % (attrs, body)
+
+    def _check_droppable(self, f: bytes, cm: re.Match) -> None:
+        """A shared formula's master or an array formula carries the formula of other cells:
+        it may be dropped only with all of them."""
+        ref = _REF_ATTR.search(f[:f.find(b">") + 1])
+        if ref is None:
+            return
+        box = _parse_range(ref.group(2))
+        if box is None:
+            return
+        r1, c1, r2, c2 = box
+        dropped = all(len(self.rows.get(r, {}).get(c, ())) > 3 for r in range(r1, r2 + 1) for c in range(c1, c2 + 1))
+        if not dropped:
+            cell = _R_ATTR.search(cm.group(1))
+            name = (cell.group(1) + cell.group(2)).decode() if cell else "a cell"
+            raise BadInput(f"{self.where}: {name} holds the formula written for {ref.group(2).decode()} (a shared or "
+                           "array formula) beyond the cells to overwrite; cannot replace it alone")
 
     # ---- one row
     def _patch_row(self, whole: bytes, attrs: bytes, content: bytes | None, row: int,

@@ -21,7 +21,7 @@ from ..errors import BadInput
 from ..ooxml import ZIP_ERRORS, why_unreadable, read_part, sheet_parts, workbook_part
 from .atomic import atomic_output, same_file
 from .columns import CellColumns, cell_keys, splice_numbers
-from .package import _Package, _add_new_sheets, _set_full_calc_on_load
+from .package import _Package, _add_new_sheets, _drop_calc_chain, _set_full_calc_on_load
 from .sheet_patch import _SheetPatch, _Val, _check_updates
 from .trace_sheet import LineChart, NewSheet, table_of
 
@@ -42,10 +42,13 @@ def _clone_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     return zi
 
 
-def _write_package(zf: zipfile.ZipFile, tmp_fh, replaced: Mapping[str, bytes], added: Mapping[str, bytes]) -> None:
+def _write_package(zf: zipfile.ZipFile, tmp_fh, replaced: Mapping[str, bytes], added: Mapping[str, bytes],
+                   removed: frozenset[str] | set[str] = frozenset()) -> None:
     with zipfile.ZipFile(tmp_fh, "w", allowZip64=True) as out:
         out.comment = zf.comment
         for info in zf.infolist():
+            if info.filename in removed:
+                continue
             zi = _clone_info(info)
             if info.filename in replaced:
                 data = replaced[info.filename]
@@ -143,12 +146,14 @@ def patch_workbook(src: Path, dst: Path, updates: Mapping[str, Mapping[tuple[int
             pkg.put(sp.path, data)
         if new_sheets:
             _add_new_sheets(pkg, new_sheets)
+        if any(len(v) > 3 for vals in checked.values() for v in vals.values()):
+            _drop_calc_chain(pkg, workbook_part(zf, label))    # formulas replaced by numbers
         if recalc_on_open:
             wb_path = workbook_part(zf, label)
             pkg.put(wb_path, _set_full_calc_on_load(pkg.get_text(wb_path), f"{label}: {wb_path}"))
 
         with atomic_output(dst) as fh:
             try:
-                _write_package(zf, fh, pkg.replaced, pkg.added)
+                _write_package(zf, fh, pkg.replaced, pkg.added, pkg.removed)
             except ZIP_ERRORS as exc:
                 raise BadInput(f"{label}: cannot copy the workbook: {why_unreadable(exc)}") from None
