@@ -56,7 +56,7 @@ def expr(rng: random.Random, depth: int = 3) -> str:
     if depth <= 0 or rng.random() < 0.25:
         return str(rng.choice(NUMBERS)) if rng.random() < 0.4 else _ref(rng)
     kind = rng.choice(["bin", "bin", "neg", "fn1", "fn2", "if", "iferror", "agg", "sp", "pow", "block",
-                       "lookup", "info", "cond", "round"])
+                       "lookup", "info", "cond", "round", "approx", "reference", "norm"])
     sub = lambda: expr(rng, depth - 1)  # noqa: E731
     if kind == "bin":
         return f"({sub()}{rng.choice('+-*/')}{sub()})"
@@ -95,6 +95,53 @@ def expr(rng: random.Random, depth: int = 3) -> str:
             f"CHOOSE({rng.randint(1, 3)},{sub()},{sub()},{sub()})",
             f"SUM(CHOOSE({rng.randint(1, 2)},$A$1:$B$3,$C$2:$D$4))",
         ])
+    if kind == "approx":
+        # Approximate lookups: Excel's binary search. LibreOffice runs the same bisection in
+        # MATCH over an array constant, also on unsorted data; over a cell range it falls back
+        # to a scan from the top (MATCH(2100,A1:A3) with 3000;2000;1000 is #N/A there, 3 in
+        # Excel), its VLOOKUP/HLOOKUP/LOOKUP over arrays move an exact hit on the next-to-last
+        # entry to the last, and it ranks a text lookup value above numbers where Excel skips
+        # other kinds. So: MATCH on unsorted arrays, the others on sorted ones, numbers looked
+        # up (tests/test_lookup_semantics.py holds the rest to Excel's rules).
+        vals = [rng.choice(NUMBERS) for _ in range(rng.randint(1, 6))]
+        ups = sorted(set(vals))
+        x = f"({sub()}+0)"
+        row, col = "{" + ",".join(map(str, vals)) + "}", "{" + ";".join(map(str, vals)) + "}"
+        pairs = "{" + ";".join(f"{v},{k}" for k, v in enumerate(ups, start=1)) + "}"
+        wide = "{" + ",".join(map(str, ups)) + ";" + ",".join(str(k) for k in range(1, len(ups) + 1)) + "}"
+        return rng.choice([
+            f"MATCH({x},{row})", f"MATCH({x},{col},-1)", f"MATCH({x},{col},1)",
+            f"VLOOKUP({x},{pairs},2)", f"VLOOKUP({x},{pairs},2,TRUE)", f"HLOOKUP({x},{wide},2)",
+        ])
+    if kind == "reference":
+        # Reference functions with computed positions (Excel's "volatile" ones among them),
+        # ROW()/COLUMN() of the formula's own cell as an index, the range operator between them.
+        k = f"MOD(INT(ABS({sub()})),{ROWS})+1"
+        return rng.choice([
+            f"OFFSET($A$1,{k}-1,{rng.randrange(DATA_COLS)})",
+            f"SUM(OFFSET($A$1,{k}-1,0,1,{rng.randint(1, DATA_COLS)}))",
+            f"SUM(OFFSET($B$2,{rng.randint(-1, 2)},{rng.randint(-1, 2)},2,2))",
+            f"OFFSET(A1,0,{rng.randrange(DATA_COLS)})",
+            f'INDIRECT("{COLS[rng.randrange(DATA_COLS)]}"&{k})',
+            f'INDIRECT(ADDRESS({k},{rng.randint(1, DATA_COLS)}))',
+            f'INDIRECT("R"&{k}&"C"&{rng.randint(1, DATA_COLS)},FALSE)',
+            "ROW()", "COLUMN()", f"ROW({_ref(rng)})*{sub()}", f"ROWS($A$1:INDEX($A$1:$A$6,{k}))",
+            f"SUM($A$1:INDEX($A$1:$A${ROWS},{k}))", f"ADDRESS({k},{rng.randint(1, DATA_COLS)},{rng.randint(1, 4)})",
+            f"COLUMNS(OFFSET($A$1,0,0,1,{rng.randint(1, DATA_COLS)}))",
+        ])
+    if kind == "norm":
+        # The normal distribution family (weight-initialisation sheets); p kept inside (0, 1).
+        # x and the mean kept within 5 of 0 and the spread at least 0.5, so a density is no smaller
+        # than 1E-87: LibreOffice gives #NUM! where a power of it underflows, Excel 0.
+        p = f"(1/(1+EXP(-MIN(MAX({sub()},-30),30))))"
+        s_ = f"(ABS({sub()})+0.5)"
+        x, m = f"MIN(MAX({sub()},-5),5)", f"MIN(MAX({sub()},-5),5)"
+        return rng.choice([
+            f"_xlfn.NORM.DIST({x},{m},{s_},{rng.choice(['TRUE', 'FALSE'])})",
+            f"_xlfn.NORM.INV({p},{sub()},{s_})", f"_xlfn.NORM.S.DIST({x},TRUE)", f"_xlfn.NORM.S.INV({p})",
+            f"NORMDIST({x},{m},{s_},{rng.choice(['TRUE', 'FALSE'])})", f"NORMINV({p},0,{s_})",
+            f"NORMSDIST({x})", f"NORMSINV({p})",
+        ])
     if kind == "info":
         # The IS functions' TRUE/FALSE times 1: compared with a number, Excel ranks a boolean
         # above every number where LibreOffice reads it as 1/0 (see workbook() below).
@@ -123,6 +170,9 @@ def expr(rng: random.Random, depth: int = 3) -> str:
             col = rng.randrange(DATA_COLS)
             return f"{fn}(${COLS[col]}$1:${COLS[col]}${ROWS},{crit},$A$1:$A${ROWS})"
         if fn == "COUNTIFS":
+            # Not "<>2" here: LibreOffice's COUNTIFS (not its COUNTIF) leaves blank cells out of a
+            # "<>" criterion when another criterion follows; Excel counts them (blank <> 2).
+            crit = '">=-1"' if crit == '"<>2"' else crit
             return f"COUNTIFS($A$1:$A${ROWS},{crit},$B$1:$B${ROWS},\">-1\")"
         return f"{fn}($C$1:$C${ROWS},$A$1:$A${ROWS},{crit},$B$1:$B${ROWS},\"<>0\")"
     if kind == "round":

@@ -135,7 +135,7 @@ SINGLES: list[tuple[str, str | None]] = [
     # ROWS / COLUMNS
     ("=ROWS(A1:D8)", None), ("=COLUMNS(A1:D8)", None), ("=ROWS({1,2;3,4;5,6})", None),
     ("=COLUMNS({1,2;3,4;5,6})", None), ("=ROWS(A1)", None), ("=ROWS(H8)", None), ("=COLUMNS(A:A)", None),
-    ("=ROWS(5)", None), ("=COLUMNS(INDEX(A1:D8,0,2))", None), ("=ROWS(INDEX(A1:D8,2,0))", None),
+    ("=COLUMNS(INDEX(A1:D8,0,2))", None), ("=ROWS(INDEX(A1:D8,2,0))", None),
 ]
 
 # Array formulas: arrays of lookup values, indices and columns work entry by entry.
@@ -408,3 +408,22 @@ def test_lookup_model_value_matches_libreoffice(lookup_models, which):
     lo_value = read_workbook(out).sheets["model"].values[(1, 12)]
     assert isinstance(lo_value, float)
     assert float(compile_workbook(src).model().detach()) == pytest.approx(lo_value, rel=1e-12)
+
+
+def test_rows_of_a_single_value_is_refused_not_guessed(tmp_path):
+    """ROWS({1}) and ROWS(TRANSPOSE(A1)) are 1 (one-entry arrays), ROWS(5) is #VALUE! in
+    LibreOffice (Excel does not document it); xl2nn cannot tell them apart, so it keeps the
+    cached value and says why. An error passes through; a one-cell reference counts 1."""
+    from openpyxl import Workbook
+    from xl2nn.api import recalculate_workbook
+    wb = Workbook()
+    ws = wb.active
+    ws["A1"] = 4
+    for r, f in enumerate(["=ROWS(5)", "=ROWS({1})", "=COLUMNS(TRANSPOSE(A1))", "=ROWS(1/0)", "=ROWS(A1)"], start=1):
+        ws[f"B{r}"] = f
+    wb.save(tmp_path / "rows.xlsx")
+    book, graph, recalc = recalculate_workbook(tmp_path / "rows.xlsx")
+    kept = {graph.families[f].area.a1 for f in recalc.skipped}
+    assert kept == {"B1", "B2", "B3"}
+    assert all("cannot tell them apart" in why for why in recalc.skipped.values())
+    assert recalc.grids.value("Sheet", 4, 2) == CellError("#DIV/0!") and recalc.grids.value("Sheet", 5, 2) == 1.0

@@ -50,14 +50,27 @@ def test_a_worse_objective_and_dead_relu_units_are_reported(tmp_path):
     assert info["inactive_relu_units"] == [] and not any("worse" in w for w in info["warnings"])
 
 
-def test_parameters_reached_only_through_offset_are_refused(tmp_path):
-    # OFFSET's target is worked out at run time: the graph does not see that it lands on C1:C2.
+def test_parameters_reached_through_offset_train(tmp_path):
+    # OFFSET's target is worked out from its position arguments: the graph sees that it lands
+    # on C1:C2, so the gradient reaches them (a gather).
     src = _row_workbook(tmp_path / "offset.xlsx", "(OFFSET($C$5,-4,0)*A{r}+OFFSET($C$5,-3,0)-B{r})^2")
+    rc, out, err = run_cli("train", str(src), "--lr", "0.01", "--steps", "50", "-o", str(tmp_path / "t.xlsx"),
+                           "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["final_loss"] < info["start_loss"] and info["interpreted"] == ""
+    rc, out, err = run_cli("verify", str(src))
+    assert rc == 0 and "2 parameters at 3 weight points" in out, out + err
+
+
+def test_parameters_reached_only_through_a_volatile_snapshot_are_refused(tmp_path):
+    # RAND in a formula keeps its cells at their cached values: what they read is not followed.
+    src = _row_workbook(tmp_path / "offset.xlsx", "(OFFSET($C$5,-4+0*RAND(),0)*A{r}+OFFSET($C$5,-3,0)-B{r})^2")
     for command in ("train", "verify", "export"):
         extra = ["-o", str(tmp_path / "x.py")] if command == "export" else []
         rc, out, err = run_cli(command, str(src), *extra)
         assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-        assert "the parameters do not reach the objective model!F1" in err and "OFFSET in model!D1:D6" in err
+        assert "the parameters do not reach the objective model!F1" in err and "RAND in model!D1:D6" in err
         # verify reports what it checked (the values) and says the model was not checked
         assert out == "" if command != "verify" else out.rstrip().endswith("verify: incomplete: 1 model not checked")
 

@@ -74,6 +74,28 @@ TEMPLATES: dict[str, Template] = {
     "COUNTIF": lambda r, p, k: f'COUNTIF({R},"{r.choice([">", "<", ">=", "<="])}{r.choice(["0", "1", "-0.5"])}")',
     "COUNTIFS": lambda r, p, k: f'COUNTIFS({R},">0",{K},"<4")',
     "DEGREES": lambda r, p, k: f"DEGREES({p()})",
+    # Excel 365's array functions (functions/arrays.py), inside one formula: a LAMBDA's body
+    # reads the cell's own row (p()), so the batched evaluation repeats it per item.
+    "BYCOL": lambda r, p, k: f"SUM(_xlfn.BYCOL(_xlfn.HSTACK({R},{K}),_xlfn.LAMBDA(_xlpm.c,SUMSQ(_xlpm.c))))*{p()}",
+    "BYROW": lambda r, p, k: f"SUM(_xlfn.BYROW(_xlfn.HSTACK({R},{K}),_xlfn.LAMBDA(_xlpm.r,MAX(_xlpm.r)*{p()})))",
+    "CHOOSECOLS": lambda r, p, k: f"SUM(_xlfn.CHOOSECOLS(_xlfn.HSTACK({R},{K}),{r.choice(['1', '2', '-1'])}))",
+    "CHOOSEROWS": lambda r, p, k: f"SUM(_xlfn.CHOOSEROWS({R},{r.randint(1, ROWS)},-1))*{p()}",
+    "DROP": lambda r, p, k: f"SUM(_xlfn.DROP({R},{r.choice(['1', '-2', '4'])}))",
+    "FILTER": lambda r, p, k: f"SUM(_xlfn._xlws.FILTER({R},{R}>{r.choice(['0', '1', p()])},0))",
+    "HSTACK": lambda r, p, k: f"SUM(_xlfn.HSTACK({R},{K})*{p()})",
+    "LAMBDA": lambda r, p, k: f"_xlfn.LAMBDA(_xlpm.x,_xlpm.x*2+1)({p()})",
+    "MAKEARRAY": lambda r, p, k: (f"SUM(_xlfn.MAKEARRAY(2,3,_xlfn.LAMBDA(_xlpm.i,_xlpm.j,"
+                                  f"INDEX({R},_xlpm.i+_xlpm.j)*_xlpm.j)))"),
+    "REDUCE": lambda r, p, k: f"_xlfn.REDUCE({p()},{R},_xlfn.LAMBDA(_xlpm.a,_xlpm.x,_xlpm.a*0.5+_xlpm.x))",
+    "SCAN": lambda r, p, k: f"SUM(_xlfn.SCAN({k()},{R},_xlfn.LAMBDA(_xlpm.a,_xlpm.x,MAX(_xlpm.a,_xlpm.x))))",
+    "SORT": lambda r, p, k: f"SUMPRODUCT(_xlfn._xlws.SORT({R},1,{r.choice(['1', '-1'])}),{K})",
+    "SORTBY": lambda r, p, k: f"SUMPRODUCT(_xlfn.SORTBY({K},{R}),{R})",
+    "TAKE": lambda r, p, k: f"SUM(_xlfn.TAKE({R},{r.choice(['2', '-3'])}))*{p()}",
+    "TOCOL": lambda r, p, k: f"SUMPRODUCT(_xlfn.TOCOL(_xlfn.HSTACK({R},{K})),_xlfn.TOCOL(_xlfn.HSTACK({K},{R}),0,TRUE))",
+    "TOROW": lambda r, p, k: f"SUM(_xlfn.TOROW({R})*{p()})",
+    "UNIQUE": lambda r, p, k: f"SUM(_xlfn.UNIQUE(ROUND({R},0)))",
+    "VSTACK": lambda r, p, k: f"SUMPRODUCT(_xlfn.VSTACK({R},{K}),_xlfn.VSTACK({K},{R}))",
+    "_XLPM": None,    # a run-time LAMBDA's parameter (internal): covered by BYROW and the others
     "EXACT": lambda r, p, k: f'EXACT({_text(p)},"1.00")*1',
     "EXP": lambda r, p, k: f"EXP(MIN({p()},20))",
     "FALSE": lambda r, p, k: f"(FALSE()+{p()})",
@@ -101,6 +123,7 @@ TEMPLATES: dict[str, Template] = {
     "LN": lambda r, p, k: f"LN({p()})",
     "LOG": lambda r, p, k: f"LOG(ABS({p()})+1{r.choice(['', ',2'])})",
     "LOG10": lambda r, p, k: f"LOG10(ABS({p()})+1)",
+    "LOOKUP": lambda r, p, k: r.choice([f"LOOKUP({p()},$G$1:$G$5,$H$1:$H$5)", f"LOOKUP({p()},$G$1:$H$5)"]),
     "LOWER": lambda r, p, k: f'LEN(LOWER({_text(p)}))',
     "MAP": None,      # needs a LAMBDA in an array formula: covered by test_dynamic_formulas
     "MATCH": lambda r, p, k: f"MATCH({p()},$G$1:$G$5,{r.choice(['1', '0', '-1'])})",
@@ -113,6 +136,14 @@ TEMPLATES: dict[str, Template] = {
     "MMULT": lambda r, p, k: f"SUM(MMULT(TRANSPOSE({R}),{K}))",
     "MOD": lambda r, p, k: f"MOD({p()},{r.choice(['0.7', '2', '-1.5'])})",
     "N": lambda r, p, k: f"N({p()})",
+    "NORM.DIST": lambda r, p, k: f"_xlfn.NORM.DIST({p()},{k()},1.5,{r.choice(['TRUE', 'FALSE'])})",
+    "NORM.INV": lambda r, p, k: f"_xlfn.NORM.INV(1/(1+EXP(-{p()})),{k()},2)",
+    "NORM.S.DIST": lambda r, p, k: f"_xlfn.NORM.S.DIST({p()},{r.choice(['TRUE', 'FALSE'])})",
+    "NORM.S.INV": lambda r, p, k: f"_xlfn.NORM.S.INV({r.choice([f'1/(1+EXP(-{p()}))', p()])})",
+    "NORMDIST": lambda r, p, k: f"NORMDIST({p()},{k()},0.5,{r.choice(['TRUE', 'FALSE'])})",
+    "NORMINV": lambda r, p, k: f"NORMINV(1/(1+EXP(-{p()})),0,{r.choice(['1', '-1'])})",
+    "NORMSDIST": lambda r, p, k: f"NORMSDIST({p()})",
+    "NORMSINV": lambda r, p, k: f"NORMSINV(1/(1+EXP(-{p()})))",
     "NA": lambda r, p, k: f"IFERROR(NA(),{p()})",
     "NOT": lambda r, p, k: f"NOT({p()}>0)*1",
     "OR": lambda r, p, k: f"OR({p()}>0,{k()}>3)*1",
@@ -129,6 +160,19 @@ TEMPLATES: dict[str, Template] = {
     "ROUNDDOWN": lambda r, p, k: f"ROUNDDOWN({p()},{r.choice(['0', '1', '2'])})",
     "ROUNDUP": lambda r, p, k: f"ROUNDUP({p()},{r.choice(['0', '1', '2'])})",
     "ROWS": lambda r, p, k: f"ROWS({R})*{p()}",
+    # Reference functions (functions/reference.py): positions from constants (a gather into the
+    # parameters or E), and from the parameters (OFFSET into the table H1:H5: interpreted).
+    "ADDRESS": lambda r, p, k: r.choice([f"INDIRECT(ADDRESS({r.randint(1, 3)},3))*{p()}",
+                                         f"LEN(ADDRESS(ROW(),{r.randint(1, 30)},{r.randint(1, 4)}))*{p()}"]),
+    "COLUMN": lambda r, p, k: r.choice([f"COLUMN()*{p()}", f"COLUMN($H$1)*{p()}"]),
+    "INDIRECT": lambda r, p, k: r.choice([f'INDIRECT("C"&{r.randint(1, 3)})*{p()}',
+                                          f'SUM(INDIRECT("$E$1:$E$"&{r.randint(1, ROWS)}))']),
+    "OFFSET": lambda r, p, k: r.choice([f"OFFSET($H$1,MOD(INT(ABS({p()})*3),5),0)",
+                                        f"SUM(OFFSET({R},{r.randint(0, 2)},0,{r.randint(1, 4)},1))",
+                                        f"OFFSET($C$1,{r.randint(0, 2)},0)*{p()}"]),
+    "RANGE": lambda r, p, k: r.choice([f"SUM($E$1:INDEX({R},{r.randint(1, ROWS)}))",
+                                       f"SUM(OFFSET($E$1,{r.randint(0, 2)},0):$E$6)*{p()}"]),
+    "ROW": lambda r, p, k: r.choice([f"ROW()*{p()}", f"INDEX({R},ROW())", f"(ROW($C$2)+{p()})"]),
     "SEARCH": lambda r, p, k: f'IFERROR(SEARCH("5",{_text(p)}),0)',
     "SEQUENCE": lambda r, p, k: f"SUM(_xlfn.SEQUENCE(3,1,{p()},{k()}))",
     "SIGN": lambda r, p, k: f"SIGN({p()})",
@@ -166,6 +210,9 @@ TEMPLATES: dict[str, Template] = {
     "VAR.S": lambda r, p, k: f"_xlfn.VAR.S({R})",
     "VARP": lambda r, p, k: f"VARP({R})",
     "VLOOKUP": lambda r, p, k: f"VLOOKUP({p()},$G$1:$H$5,2,{r.choice(['TRUE', 'FALSE'])})",
+    "XLOOKUP": lambda r, p, k: (f"_xlfn.XLOOKUP({p()},$G$1:$G$5,$H$1:$H$5,{k()},{r.choice(['0', '-1', '1'])},"
+                                f"{r.choice(['1', '-1', '2', '-2'])})"),
+    "XMATCH": lambda r, p, k: f"_xlfn.XMATCH({p()},$G$1:$G$5,{r.choice(['0', '-1', '1'])},{r.choice(['1', '-2', '2'])})",
 }
 OPERATORS = ["+", "-", "*", "/", "^", "&", "<", ">", "=", "<>", "<=", ">=", "neg", "%"]
 
@@ -468,7 +515,7 @@ def test_export_agrees_with_the_interpreter(tmp_path: Path) -> None:
 
     from xl2nn.export import export
     from .test_export import load_python
-    exported = 0
+    exported = onnx_checked = 0
     for seed in range(30):
         if exported >= 8:
             break
@@ -479,14 +526,19 @@ def test_export_agrees_with_the_interpreter(tmp_path: Path) -> None:
             continue
         if Program(c.model).full is None:
             continue                  # interpreted: export refuses in one line (test_export)
-        onnx = exported < 2 and importlib.util.find_spec("onnxruntime") is not None
+        onnx = onnx_checked < 2 and importlib.util.find_spec("onnxruntime") is not None
         files = export(c.model, tmp_path / f"e{seed}.py", str(path))
         module = load_python(files[0])
         session = None
         if onnx:
             import onnxruntime
             export(c.model, tmp_path / f"e{seed}.onnx", str(path))
-            session = onnxruntime.InferenceSession(str(tmp_path / f"e{seed}.onnx"))
+            try:
+                session = onnxruntime.InferenceSession(str(tmp_path / f"e{seed}.onnx"))
+                onnx_checked += 1
+            except Exception as exc:    # onnxruntime has no float64 kernel for some ops (Sinh): the next one
+                if "NOT_IMPLEMENTED" not in str(exc):
+                    raise
         exported += 1
         for w in _points(np.random.default_rng(seed), c.model, 6):
             _set(c.model, w)
@@ -501,4 +553,4 @@ def test_export_agrees_with_the_interpreter(tmp_path: Path) -> None:
                 (o,) = session.run(None, {n: w[n] for n in w})
                 assert close(float(o), want, 1e-12) or not (math.isfinite(float(o)) or math.isfinite(want)), \
                     f".onnx {float(o)} vs interpreter {want}: {formula}"
-    assert exported >= 8
+    assert exported >= 8 and (onnx_checked or importlib.util.find_spec("onnxruntime") is None)

@@ -12,6 +12,7 @@ from .compiler.forward import compile_forward, forward_spec
 from .compiler.grid import Recalc, recalculate
 from .compiler.lower import CompiledModel, compile_model
 from .compiler.model import ModelSpec, find_model
+from .compiler.resolve import resolve_references
 from .errors import BadInput
 from .ir.graph import Graph, build_graph
 from .reader import Workbook, read_workbook
@@ -34,7 +35,9 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def load(path: str | os.PathLike[str]) -> tuple[Workbook, Graph]:
     wb = read_workbook(_path(path, "path"))
-    return wb, build_graph(wb)
+    graph = build_graph(wb)
+    resolve_references(wb, graph)       # where OFFSET, INDIRECT ... land: dependencies too
+    return wb, graph
 
 
 def compile_workbook(path: str | os.PathLike[str], sheet: str | None = None,

@@ -194,8 +194,13 @@ def _print_inspect(r: InspectReport) -> None:
         _print_model(r)
     if r.volatile:
         print(f"volatile  {listing(r.volatile)}: kept as their cached values (a snapshot)")
+    if r.dropout:
+        print(f"dropout   RAND in {', '.join(r.dropout)}, which the model reads: train draws them afresh each step "
+              "(--seed); eval and verify use the saved values")
     if r.unsupported:
         print(f"unsupported {listing(r.unsupported)}: not implemented, kept as their cached values")
+    for cells in r.circular:
+        print(f"circular  {cells}: {r.iteration}")
 
 
 _MOST_LAYERS = 40      # per sheet in the text listing; --json has every layer
@@ -263,6 +268,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"compared  {r.compared - r.disagreements:,} of {r.compared:,} recomputed cells agree with the "
               f"file's cached values (rel {r.value_rtol:g})" if r.compared else
               "compared  nothing: the file holds no cached numbers for its formula cells")
+        for line in r.iterated:         # circular references, iterated from their cached values
+            print(f"iterated  {line}")
     for s in r.differ:
         _warn(f"{s.failed:,} recomputed cell(s) of {s.sheet} differ from the file's cached values; first "
               f"{s.first_failure} {s.first_formula}: cached {s.first_cached!r}, recomputed {s.first_got!r}")
@@ -273,7 +280,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _warn_kept(r: EvalReport) -> None:
     if r.cells_kept:
         parts = ([f"unsupported {listing(r.unsupported)}"] if r.unsupported else []) + \
-            ([f"volatile {listing(r.volatile)} (a snapshot)"] if r.volatile else [])
+            ([f"volatile {listing(r.volatile)} (a snapshot)"] if r.volatile else []) + \
+            ([listing(r.circular)] if r.circular else [])
         _warn(f"{r.cells_kept:,} formula cells kept their cached values: {'; '.join(parts)}")
 
 
@@ -384,6 +392,9 @@ def _print_train(r: TrainReport) -> None:
         how = "interpreted in part (exact; these cells slower, the rest traced)" if result.mode == "mixed" \
             else "interpreted, not traced (exact, slower)"
         print(f"          {how}: {result.interpreted}")
+    if r.dropout:
+        print(f"dropout   RAND in {', '.join(r.dropout)} drawn afresh each step (seed {o.seed}); the final loss "
+              "is the sheet's, with its saved draws")
     every = "every step" if result.log_every == 1 else f"every {result.log_every} steps"
     print(f"wrote     {r.output}  ({r.cells_written:,} cells; trace sheet {r.trace_sheet!r}: "
           f"{r.trace_rows:,} row{'s' if r.trace_rows != 1 else ''}, {every})")

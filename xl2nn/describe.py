@@ -79,6 +79,7 @@ class Summary:
 def summarize(model: CompiledModel) -> Summary:
     s = Summary()
     seen_inputs = set()
+    named: list[tuple[Family, str]] = []
     for step in model.steps:
         fam = step.family
         for ref, plan in step.plans.items():
@@ -89,9 +90,10 @@ def summarize(model: CompiledModel) -> Summary:
                 first, last = area, ref.area_at(int(fam.rows[-1]), int(fam.cols[-1]))
                 span = f"{first.sheet}!{first.a1.split(':')[0]}:{last.a1.split(':')[-1]}"
                 s.inputs.append(f"{span}  {shape[0]}×{shape[1] * shape[2]} constant")
-        s.layers.append(Layer(str(fam.area), fam.formula, layer_name(fam, model.graph, model), out_shape(fam)))
+        named.append((fam, layer_name(fam, model.graph, model)))
         for name in _flat_calls(fam.ast, step.plans):
             s.flat.setdefault(name, []).append(str(fam.area))
+    s.layers = [layer for _, layer in grouped_layers(named)]    # an OFFSET per row: one line
     s.formula_cells = sum(model.graph.families[f].size for f in model.needed)
     s.families = len(model.steps)
     s.ops = count_ops(model)
@@ -117,7 +119,7 @@ def reading_order(graph: Graph) -> list[int]:
     users: dict[int, list[int]] = {f.id: [] for f in graph.families}
     waiting = {f.id: 0 for f in graph.families}
     for f in graph.families:
-        for d in f.deps - {f.id}:
+        for d in f.deps - {f.id} - set(graph.cycle_of(f.id) or ()):     # a cycle's cells: in reading order
             users[d].append(f.id)
             waiting[f.id] += 1
     ready = [key[f] for f, n in waiting.items() if n == 0]
@@ -139,6 +141,16 @@ def sheet_layers(graph: Graph, order: list[int] | None = None) -> dict[str, list
     recurrence split into cells) share one line: their cells merged into rectangles."""
     named = [(graph.families[f], layer_name(graph.families[f], graph))
              for f in (order if order is not None else reading_order(graph))]
+    out: dict[str, list[Layer]] = {}
+    for fam, layer in grouped_layers(named):
+        out.setdefault(fam.sheet, []).append(layer)
+    return out
+
+
+def grouped_layers(named: list[tuple[Family, str]]) -> list[tuple[Family, Layer]]:
+    """Families with their layer names as lines, in the order given: three or more single-cell
+    families of one sheet that differ only in where they read, or copies of a one-row (one-column)
+    array formula (an OFFSET row per rating), share one line, where the first of them is."""
     groups: dict[tuple, list[Family]] = {}
     structures: dict[int, tuple] = {}       # copies share their AST object: one walk each
     for fam, name in named:
@@ -146,8 +158,10 @@ def sheet_layers(graph: Graph, order: list[int] | None = None) -> dict[str, list
             if id(fam.ast) not in structures:
                 structures[id(fam.ast)] = _structure(fam.ast)
             groups.setdefault((fam.sheet, structures[id(fam.ast)], name), []).append(fam)
+        elif fam.array is not None and 1 in fam.array.shape:    # one array formula entered per row
+            groups.setdefault((fam.sheet, id(fam.ast), name, fam.array.shape), []).append(fam)
     grouped = {id(f): members for members in groups.values() if len(members) >= 3 for f in members}
-    out: dict[str, list[Layer]] = {}
+    out: list[tuple[Family, Layer]] = []
     for fam, name in named:
         members = grouped.get(id(fam), [fam])
         if fam is not members[0]:
@@ -156,8 +170,9 @@ def sheet_layers(graph: Graph, order: list[int] | None = None) -> dict[str, list
             layer = Layer(str(fam.area), fam.formula, name, out_shape(fam))
         else:
             rects = merge_areas(m.area for m in members)
-            layer = Layer(ranges_text(rects, 3), fam.formula, name, _group_shape(rects, len(members)), len(members))
-        out.setdefault(fam.sheet, []).append(layer)
+            layer = Layer(ranges_text(rects, 3), fam.formula, name,
+                          _group_shape(rects, sum(m.size for m in members)), len(members))
+        out.append((fam, layer))
     return out
 
 

@@ -80,6 +80,8 @@ class _Namer:
         return None
 
     def fallback(self, node: Node) -> str:
+        if isinstance(node, Call) and node.name == "SINGLE" and len(node.args) == 1 and isinstance(node.args[0], Call):
+            return self.fallback(node.args[0])      # an OFFSET read as one value is an OFFSET
         if isinstance(node, Call) and node.name in _PLAIN:
             return node.name.lower()
         if isinstance(node, Binary) and node.op in _BINARY:

@@ -7,6 +7,7 @@ at logged steps and fetched once at the end. CPU and CUDA run the same code.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -121,6 +122,21 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
     gen = torch.Generator().manual_seed(opts.seed)
     if opts.init == "random":
         _random_init(params, gen)
+    # RAND cells the objective reads (dropout masks) draw afresh each step, from torch's
+    # generator seeded with --seed (kept apart from the caller's); the last row is the sheet's.
+    dropout = bool(model.random_families)
+    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if dropout \
+        else contextlib.nullcontext()
+    with rng:
+        model.fresh_random = dropout
+        try:
+            return _train(model, opts, progress, params, device, gen, dropout)
+        finally:
+            model.fresh_random = False
+
+
+def _train(model: CompiledModel, opts: TrainOptions, progress: Progress | None, params: list[torch.nn.Parameter],
+           device: torch.device, gen: torch.Generator, dropout: bool) -> TrainResult:
     program = Program(model)        # the traced straight-line forward (or the interpreter)
     start = ([p.detach().clone() for p in params], gen.get_state())   # to replay a failed run
     batch, per_epoch = None, 1
@@ -146,6 +162,8 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
         torch.set_num_threads(1)
     try:
         try:
+            if dropout:
+                torch.manual_seed(opts.seed)
             result = _run(model, program, params, opts, gen, batch, per_epoch, total, log_every, progress)
         except Diverged as exc:
             if exc.step == 0 or exc.step >= total:
@@ -156,6 +174,8 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
                 for p, s in zip(params, start[0]):
                     p.copy_(s)
             gen.set_state(start[1])
+            if dropout:
+                torch.manual_seed(opts.seed)
             _run(model, program, params, opts, gen, batch, per_epoch, exc.step, exc.step, None)
             raise exc from None          # not reached: _run ends in the explained error
         result.interpreted, result.mode = program.fallback, program.mode
@@ -214,9 +234,11 @@ def _run(model: CompiledModel, program: Program, params: list[torch.nn.Parameter
             _check_finite(objective, checked, k + 1, opts)
             checked = k + 1
         progress.update(k + 1, lambda y=y: float(y.detach()))
-    # The final row, in float64: the weights reached, the objective and its gradient there.
+    # The final row, in float64: the weights reached, the objective and its gradient there,
+    # with the sheet's own RAND values (what the written workbook shows), not a fresh draw.
     program.to(f64)
     opt.zero_grad(set_to_none=True)
+    model.fresh_random = False
     y = model()
     if not y.requires_grad:
         raise _no_gradient(model, total, float(y.detach()), opts)

@@ -15,7 +15,7 @@ from ..compiler.model import ModelSpec, find_model, solver_sheets
 from ..describe import Layer, Summary, reading_order, sheet_layers, summarize
 from ..errors import BadInput
 from ..functions import VOLATILE
-from ..ir.graph import Graph
+from ..ir.graph import Graph, cycle_text
 from ..ranges import merge_texts
 from ..reader.workbook import Sheet, Workbook
 
@@ -63,6 +63,9 @@ class InspectReport:
     no_model: str = ""                      # why no model is shown in full
     volatile: dict[str, list[str]] = field(default_factory=dict)      # function -> merged ranges
     unsupported: dict[str, list[str]] = field(default_factory=dict)   # function -> merged ranges
+    circular: list[str] = field(default_factory=list)   # each circular reference's cells
+    iteration: str = ""                                 # what becomes of them (the workbook's calcPr)
+    dropout: list[str] = field(default_factory=list)    # RAND cells the model reads: fresh in training
 
     def as_dict(self) -> dict[str, Any]:
         """What `xl2nn inspect --json` prints. The top-level network keys (inputs, layers, ...)
@@ -88,6 +91,8 @@ class InspectReport:
             "not_differentiable": s.flat if s else None,
             "volatile": self.volatile,
             "unsupported": self.unsupported,
+            "circular": self.circular, "dropout": self.dropout,
+            "circular_computed_as": self.iteration or None,
         }
 
 
@@ -108,12 +113,19 @@ def inspect_workbook(path: str | os.PathLike[str], sheet: str | None = None,
     models = _solver_models(wb)
     volatile, missing = _not_computed(graph)
     report = InspectReport(str(path), sheets, models, None, [], None, volatile=volatile, unsupported=missing)
+    if graph.cycles:
+        report.circular = [cycle_text(graph, c) for c in graph.cycles]
+        calc = wb.calc
+        report.iteration = (f"iterated from the cached values, as Excel's iterative calculation does (at most "
+                            f"{calc.count} iterations, until no cell changes by {calc.delta:g} or more)"
+                            if calc.iterate else "iterative calculation is off: kept as their cached values")
     report.no_model = _why_no_model(wb, sheet, params, loss)
     if report.no_model:
         return report
     spec = find_model(wb, sheet, params, loss)
     model = compile_model(wb, graph, spec)
     report.spec, report.summary = spec, summarize(model)
+    report.dropout = model.dropout_cells()
     report.parameters = [_param_info(wb.sheets[a.sheet], n, a, model.param_labels[n])
                          for n, a in model.param_areas.items()]
     for m in models:

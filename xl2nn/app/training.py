@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class TrainReport:
     stale_inputs: list[str]
     warnings: list[str]         # what the CLI prints as "xl2nn: warning: ..."
     total_seconds: float
+    dropout: list[str] = field(default_factory=list)   # RAND cells drawn afresh each step
 
     def as_dict(self) -> dict[str, Any]:
         """What `xl2nn train --json` prints."""
@@ -55,7 +56,7 @@ class TrainReport:
             "cells_written": self.cells_written, "stale": self.stale,
             "stale_inputs": self.stale_inputs, "warnings": self.warnings,
             "got_worse": r.worse, "relu_units": r.relu_units,
-            "inactive_relu_units": r.inactive or [], "interpreted": r.interpreted,
+            "inactive_relu_units": r.inactive or [], "interpreted": r.interpreted, "dropout": self.dropout,
             "program": r.mode,
         }
 
@@ -109,7 +110,7 @@ def train_workbook(path: str | os.PathLike[str], sheet: str | None = None,
                         "(Excel's column limit)")
     return TrainReport(out, spec, opts, result, str(dev), model.row_count, n_params, trace.name, len(trace.rows),
                        written.cells_written, written.stale, written.stale_inputs, warnings,
-                       time.perf_counter() - t_start)
+                       time.perf_counter() - t_start, model.dropout_cells())
 
 
 def trace_sheet(result: TrainResult, model: CompiledModel, name: str) -> tuple[NewSheet, int]:

@@ -98,7 +98,10 @@ class WorkbookChecks:
     @property
     def recalc(self) -> Recalc:
         if self._recalc is None:
-            self._recalc = recalculate(self.wb, self.graph)
+            # Circular references keep their cached values even where Excel iterates them: each
+            # recalculation moves an iterated cell (a counter by its step count), so its cached
+            # value is the state the cells reading it are checked from, not a result to check.
+            self._recalc = recalculate(self.wb, self.graph, iterate=False)
         return self._recalc
 
     def sheet_name(self, sheet: str | None) -> str | None:
@@ -115,10 +118,12 @@ class WorkbookChecks:
         return check_values(self.wb, self.recalc, kept_cells(self.graph, self.recalc), self.graph, sheets)
 
     def not_recomputed(self, sheets: list[str] | None = None) -> dict[str, list[str]]:
-        """Function -> the ranges that kept their cached values (unsupported or volatile)."""
+        """Function (or circular reference) -> the ranges that kept their cached values
+        (unsupported, volatile, or on a cycle)."""
         missing, volatile, _, _ = self.recalc.not_recomputed(self.graph)
+        circular, _ = self.recalc.circular(self.graph)
         out: dict[str, list[str]] = {}
-        for name, ranges in {**missing, **volatile}.items():
+        for name, ranges in {**missing, **volatile, **circular}.items():
             mine = [r for r in ranges if sheets is None or r.split("!")[0].strip("'") in sheets]
             if mine:
                 out[name] = mine

@@ -6,21 +6,26 @@ training, and it folds the constant part of a model before lowering.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 
 from ..arrays import grown
-from ..cells import MAX_COL, MAX_ROW, CellError, CellValue, cell_name
+from ..cells import MAX_COL, MAX_ROW, Area, CellError, CellValue, cell_name
 from ..errors import UnsupportedFormula
 from ..formula.ast import Ref, refs
 from ..functions import FUNCTIONS, VOLATILE
-from ..functions.values import BOOL, EMPTY, ERROR, NUM, TEXT, Val
-from ..ir.families import Family, calls
+from ..functions.arrays import Ragged
+from ..functions.values import BOOL, EMPTY, ERROR, NUM, TEXT, Val, from_objects, to_objects
+from ..ir.families import UNPARSABLE, Family, calls
 from ..ir.graph import Graph
-from ..reader.workbook import Workbook
+from ..reader.workbook import CalcSettings, Workbook
 from .interpret import EvalContext, evaluate
+from .references import Areas, RaggedReference, ReferenceTexts, Where, owners_of, read_grid
+from .spill import respill
 
 
 class Grids:
@@ -31,6 +36,7 @@ class Grids:
         self.num: dict[str, np.ndarray] = {}
         self.kind: dict[str, np.ndarray] = {}
         self.text: dict[str, np.ndarray] = {}
+        self.texts = ReferenceTexts(wb)         # INDIRECT's text -> cells
         for s in wb.sheets.values():
             h, w = graph.owners.shape[s.name]
             h, w = max(h, s.max_row + 1), max(w, s.max_col + 1)
@@ -170,10 +176,37 @@ def unsupported(fam: Family) -> set[str]:
     return {name for name in calls(fam.ast) if name not in FUNCTIONS}
 
 
+CIRCULAR = "circular reference"     # how a cycle's families that kept their cached values are listed
+
+
+@dataclass
+class CycleRun:
+    """A circular reference computed by iteration, as Excel's iterative calculation does."""
+    families: list[int]         # in the order each iteration computes them
+    iterations: int
+    converged: bool             # the largest change fell under the workbook's delta
+    change: float               # the largest change in the last iteration
+
+
 @dataclass
 class Recalc:
     grids: Grids
     skipped: dict[int, str] = field(default_factory=dict)   # family id -> why it kept its cached values
+    cycles: list[CycleRun] = field(default_factory=list)    # the circular references iterated
+    # family id -> the blocks its computed references (OFFSET, INDIRECT, ...) read
+    landed: dict[int, list[Area]] = field(default_factory=dict)
+
+    def circular(self, graph: Graph) -> tuple[dict[str, list[str]], int]:
+        """The circular references that kept their cached values: why -> the ranges of their
+        cells, and how many cells."""
+        out: dict[str, list[str]] = {}
+        n = 0
+        for fid in sorted(self.skipped, key=lambda f: (graph.families[f].sheet, graph.families[f].area.r1,
+                                                         graph.families[f].area.c1)):
+            if self.skipped[fid].startswith(CIRCULAR):
+                out.setdefault(self.skipped[fid], []).append(str(graph.families[fid].area))
+                n += graph.families[fid].size
+        return out, n
 
     def not_recomputed(self, graph: Graph) -> tuple[dict[str, list[str]], dict[str, list[str]], int, int]:
         """The skipped cells by function: (unsupported, volatile, and how many cells each);
@@ -181,10 +214,20 @@ class Recalc:
         missing: dict[str, list[str]] = {}
         volatile: dict[str, list[str]] = {}
         counts = [0, 0]
+        why: dict[tuple[str, int, int], str] | None = None
         for fid in sorted(self.skipped, key=lambda f: (graph.families[f].sheet, graph.families[f].area.r1,
                                                          graph.families[f].area.c1)):
+            if self.skipped[fid].startswith(CIRCULAR):
+                continue            # listed by circular()
             fam = graph.families[fid]
             names = unsupported(fam)
+            if names == {UNPARSABLE}:   # why each cell's formula could not be read, in the parser's words
+                if why is None:
+                    why = {(p.sheet, p.row, p.col): p.message for p in graph.problems}
+                for r, c in zip(*(a.tolist() for a in fam.out_cells())):
+                    missing.setdefault(why.get((fam.sheet, r, c), UNPARSABLE), []).append(cell_name(fam.sheet, r, c))
+                counts[0] += fam.size
+                continue
             if not names:           # a supported function given what it cannot do (a TEXT format)
                 missing.setdefault(self.skipped[fid].removeprefix("unsupported "), []).append(str(fam.area))
                 counts[0] += fam.size
@@ -197,11 +240,14 @@ class Recalc:
 
 def recalculate(wb: Workbook, graph: Graph, only: set[int] | None = None,
                 device: torch.device | None = None,
-                overrides: Mapping[str, Mapping[tuple[int, int], float]] | None = None) -> Recalc:
+                overrides: Mapping[str, Mapping[tuple[int, int], float]] | None = None,
+                iterate: bool | None = None) -> Recalc:
     """Evaluate families in dependency order (all, or `only`), writing into grids.
 
     overrides: sheet -> {(row, col): number} for constant cells (e.g. trained parameters)
     that take these values instead of the workbook's before any family is evaluated.
+    iterate: whether circular references are iterated (default: as the workbook says,
+    wb.calc); those that are not keep their cached values, listed by Recalc.circular.
     """
     device = device or torch.device("cpu")
     grids = Grids(wb, graph)
@@ -212,32 +258,201 @@ def recalculate(wb: Workbook, graph: Graph, only: set[int] | None = None,
             grids.set_number(sheet, r, c, v)
     result = Recalc(grids)
     literals: dict = {}
-    for fid in graph.order:
-        if only is not None and fid not in only:
-            continue
+    demand = _Demand(graph)
+
+    def compute(fid: int) -> None:
         fam = graph.families[fid]
         missing = unsupported(fam)
         volatile = missing & VOLATILE
         if missing:
             result.skipped[fid] = ("volatile " + ", ".join(sorted(volatile)) + ": cached values used as a snapshot"
                                    if volatile else "unsupported " + ", ".join(sorted(missing)))
-            continue
+            return
         try:
-            val = evaluate_family(fam, grids, device, literals)
+            with demand.computing(fid):
+                val = evaluate_family(fam, grids, device, literals, demand.need)
         except UnsupportedFormula as exc:      # e.g. a TEXT format outside what we implement
             result.skipped[fid] = f"unsupported {exc}"
-            continue
+            return
+        except _Unordered as exc:             # a computed reference into a cycle, or back at itself
+            result.skipped[fid] = str(exc)
+            return
+        val, why = respill(wb, graph, grids.kind, fam, val)     # a dynamic array that changed size
+        if val is None:
+            result.skipped[fid] = why
+            return
         grids.write(fam, val)
+
+    demand.compute = compute
+    for fid in graph.order:
+        if (only is not None and fid not in only) or fid in demand.done:
+            continue
+        cycle = graph.cycle_of(fid)
+        if cycle is not None:
+            if fid == next(f for f in cycle if only is None or f in only):    # once per cycle
+                _circular(wb, graph, cycle, result, device, literals, iterate)
+                demand.done.update(cycle)
+            continue
+        demand.run(fid)
+    result.landed = {f: list(blocks) for f, blocks in demand.landed.items()}
     return result
 
 
-def evaluate_family(fam: Family, grids: Grids, device: torch.device, literals: dict | None = None) -> Val:
+class _Unordered(Exception):
+    """A computed reference lands on cells that cannot be computed before it."""
+
+
+class _Demand:
+    """Families computed when a computed reference (OFFSET, INDIRECT, ...) is about to read
+    their cells, if the order did not compute them yet: the graph orders such references by
+    where they landed when it was built (compiler/resolve.py), but positions can move (new
+    inputs, trained weights). Never a stale value: what cannot be computed first (a cycle)
+    leaves the reading family with its cached values, listed."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.done: set[int] = set()
+        self.running: list[int] = []
+        self.landed: dict[int, dict[Area, None]] = {}
+        self.compute = lambda fid: None
+
+    def run(self, fid: int) -> None:
+        self.done.add(fid)
+        self.compute(fid)
+
+    @contextmanager
+    def computing(self, fid: int) -> Iterator[None]:
+        self.running.append(fid)
+        try:
+            yield
+        finally:
+            self.running.pop()
+
+    def need(self, areas: Areas) -> None:
+        me = self.running[-1] if self.running else None
+        mine = self.graph.cycle_of(me) if me is not None else None
+        if me is not None:
+            self.landed.setdefault(me, {}).update(dict.fromkeys(areas.blocks()))
+        for owner in sorted(owners_of(areas, self.graph.owners.owners_in)):
+            if owner in self.done and owner not in self.running:
+                continue
+            if mine is not None and owner in mine:      # iterating its own cycle: current values
+                continue
+            self.ensure(owner)
+
+    def ensure(self, fid: int) -> None:
+        """Compute `fid` out of order, its dependencies first; one being computed (the reader
+        or what it is computed for) or on a cycle makes this a circular reference."""
+        if fid in self.done and fid not in self.running:
+            return
+        if fid in self.running or self.graph.cycle_of(fid) is not None:
+            fam = self.graph.families[fid]
+            raise _Unordered(f"{CIRCULAR} through a computed reference (it lands on {fam.area}, which "
+                             "cannot be computed before it)")
+        for d in sorted(self.graph.families[fid].deps - {fid}):
+            self.ensure(d)
+        self.run(fid)
+
+
+def _circular(wb: Workbook, graph: Graph, cycle: list[int], result: Recalc, device: torch.device,
+              literals: dict, iterate: bool | None) -> None:
+    """A circular reference: iterated as Excel does when the workbook turns iterative calculation
+    on (and `iterate` does not say otherwise), else its cells keep their cached values."""
+    fams = [graph.families[f] for f in cycle]
+    missing = sorted({name for fam in fams for name in unsupported(fam)})
+    on = wb.calc.iterate if iterate is None else iterate
+    if on and not missing:
+        saved = [_cells(result.grids, fam) for fam in fams]
+        try:
+            result.cycles.append(iterate_cycle(cycle, graph, result.grids, wb.calc, device, literals))
+            return
+        except UnsupportedFormula as exc:     # e.g. a TEXT format outside what we implement
+            missing = [str(exc)]
+            for fam, cells in zip(fams, saved):
+                _put_cells(result.grids, fam, cells)
+    if missing:
+        why = f"{CIRCULAR} through {', '.join(missing)}, which xl2nn cannot compute"
+    elif wb.calc.iterate:
+        why = f"{CIRCULAR}, iterated on each recalculation"     # verify: its cached values are the state
+    else:
+        why = f"{CIRCULAR}, iterative calculation off"
+    for fam in fams:
+        names = unsupported(fam)
+        volatile = names & VOLATILE
+        result.skipped[fam.id] = ((f"volatile {', '.join(sorted(volatile))}: cached values used as a snapshot"
+                                   if volatile else f"unsupported {', '.join(sorted(names))}") if names else why)
+
+
+def iterate_cycle(cycle: list[int], graph: Graph, grids: Grids, calc: CalcSettings, device: torch.device,
+                  literals: dict | None = None) -> CycleRun:
+    """Excel's iterative calculation of one cycle: from the values the cells hold (the cached
+    values: Excel iterates from the current values), each iteration computes every family of
+    the cycle once, in order, each reading the others' latest values; it stops once the largest
+    change of an iteration is under calc.delta, or after calc.count iterations, keeping the
+    last values either way (LibreOffice gives Err:523 instead; tests/test_iterative.py)."""
+    fams = [graph.families[f] for f in cycle]
+    change = float("inf")
+    for k in range(1, calc.count + 1):
+        change = 0.0
+        for fam in fams:
+            before = _cells(grids, fam)
+            grids.write(fam, evaluate_family(fam, grids, device, literals))
+            change = max(change, _change(before, _cells(grids, fam)))
+        if change < calc.delta:
+            return CycleRun(list(cycle), k, True, change)
+    return CycleRun(list(cycle), calc.count, False, change)
+
+
+def _cells(grids: Grids, fam: Family) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copies of what the family's cells hold: numbers, kinds, texts."""
+    rows, cols = fam.out_cells()
+    return (grids.num[fam.sheet][rows, cols].copy(), grids.kind[fam.sheet][rows, cols].copy(),
+            grids.text[fam.sheet][rows, cols].copy())
+
+
+def _put_cells(grids: Grids, fam: Family, cells: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    rows, cols = fam.out_cells()
+    grids.num[fam.sheet][rows, cols], grids.kind[fam.sheet][rows, cols], grids.text[fam.sheet][rows, cols] = cells
+
+
+def _change(before: tuple[np.ndarray, np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray, np.ndarray]
+            ) -> float:
+    """The largest change of a family's cells: numbers (a blank counts as 0, as Excel reads it)
+    by how much, anything else 0 if it stayed the same and infinite if it did not."""
+    (n0, k0, t0), (n1, k1, t1) = before, after
+    k0 = np.where(k0 == EMPTY, NUM, k0)
+    same = k0 == k1
+    numeric = same & ((k1 == NUM) | (k1 == BOOL))
+    other = same & ~numeric & np.array([a == b for a, b in zip(t0.tolist(), t1.tolist())], dtype=bool)
+    diff = np.where(numeric, np.abs(np.where(numeric, n1 - n0, 0.0)), np.where(other, 0.0, np.inf))
+    return float(diff.max()) if diff.size else 0.0
+
+
+def evaluate_family(fam: Family, grids: Grids, device: torch.device, literals: dict | None = None,
+                    demand: Callable[[Areas], None] | None = None) -> Val:
+    """The family's value; `demand` is told the cells a computed reference is about to read."""
     def resolve(ref: Ref) -> Val:
         R, C = grids.index(ref, fam.rows, fam.cols)
         return grids.read(ref.sheet, R, C, device)
-    ctx = EvalContext(resolve=resolve, device=device, checked=True, literals=literals)
+
+    def read(areas: Areas) -> Val:
+        if demand is not None:
+            demand(areas)
+        return read_grid(grids, areas, device)
+    where = Where(fam.sheet, fam.rows, fam.cols, read, grids.texts, fam.array)
+    ctx = EvalContext(resolve=resolve, device=device, checked=True, literals=literals, where=where)
     with torch.no_grad():
-        return evaluate(fam.ast, ctx)
+        try:
+            return evaluate(fam.ast, ctx)
+        except (Ragged, RaggedReference):
+            if fam.array is not None or len(fam.rows) == 1:
+                raise
+    # Copies whose arrays differ in size inside the formula (FILTER keeps different rows in
+    # each, OFFSET blocks of different heights): one cell at a time, each cell's value being
+    # the first entry (a plain formula's).
+    parts = [evaluate_family(Family(fam.id, fam.sheet, fam.rows[i:i + 1], fam.cols[i:i + 1], fam.ast),
+                             grids, device, literals, demand) for i in range(len(fam.rows))]
+    return from_objects(np.concatenate([to_objects(p)[:, :1, :1] for p in parts]), device)
 
 
 def error_source(graph: Graph, grids: Grids, sheet: str, row: int, col: int) -> str:
@@ -287,4 +502,5 @@ def _first_error(graph: Graph, grids: Grids, sheet: str, row: int, col: int) -> 
     return sheet, row, col
 
 
-__all__ = ["Grids", "Recalc", "recalculate", "evaluate_family", "ref_index", "error_source"]
+__all__ = ["CIRCULAR", "CycleRun", "Grids", "Recalc", "recalculate", "iterate_cycle", "evaluate_family",
+           "ref_index", "error_source"]

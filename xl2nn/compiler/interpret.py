@@ -14,10 +14,15 @@ import torch
 
 from ..formula.ast import ArrayLit, Binary, Boolean, Call, ErrorLit, Missing, Node, Number, Ref, Text, Unary
 from ..functions import FUNCTIONS, binary, unary
+from ..functions.arrays import LAZY
 from ..functions.rounding import fixed_decimals, text_value_t
 from ..functions.values import NUM, Val, from_objects, scalar, to_objects
 from ..cells import CellError
 from .hostread import HostRead
+from ..errors import UnsupportedFormula
+from ..functions.registry import Function
+from ..ir.references import is_reference_call
+from .references import Where, is_special, special_value
 
 
 @dataclass
@@ -27,6 +32,8 @@ class EvalContext:
     checked: bool = True
     memo: dict[Ref, Val] = field(default_factory=dict)
     literals: dict[Node, Val] | None = None   # cache of constant leaves, kept across calls
+    where: Where | None = None      # the family's cells and how to read computed references
+    random: bool = False            # RAND() draws afresh (training with dropout masks)
 
 
 def evaluate(node: Node, ctx: EvalContext, keep_poison: bool = False) -> Val:
@@ -34,6 +41,13 @@ def evaluate(node: Node, ctx: EvalContext, keep_poison: bool = False) -> Val:
     kept only where the caller asks (IF's condition), else folded in."""
     v = _evaluate(node, ctx)
     return v if keep_poison or v.poison is None else v.settled()
+
+
+def _random(ctx: EvalContext) -> Val:
+    """RAND() over the family's cells: one uniform draw in [0, 1) per cell, on the device, from
+    torch's generator (seeded by train). A traced program draws anew on every call."""
+    cells = len(ctx.where.rows) if ctx.where is not None else 1
+    return Val(torch.rand((cells, 1, 1), dtype=torch.float64, device=ctx.device), NUM)
 
 
 def _evaluate(node: Node, ctx: EvalContext) -> Val:
@@ -52,6 +66,21 @@ def _evaluate(node: Node, ctx: EvalContext) -> Val:
     if isinstance(node, Unary):
         return _finite(unary(node.op, evaluate(node.arg, ctx), ctx), ctx)
     if isinstance(node, Call):
+        if ctx.where is not None and is_special(node):      # OFFSET, INDIRECT, ROW, ...
+            try:
+                return _finite(special_value(node, ctx.where, lambda n: evaluate(n, ctx)), ctx)
+            except HostRead as exc:     # a position that depends on the parameters, in a trace
+                exc.function = exc.function or node.name
+                raise
+        if node.name == "RAND" and ctx.random and not node.args:
+            return _random(ctx)
+        lazy = LAZY.get(node.name)
+        if lazy is not None:        # BYROW, MAP, REDUCE, ...: they apply their LAMBDA themselves
+            try:
+                return _finite(lazy(node, ctx, evaluate), ctx)
+            except HostRead as exc:
+                exc.function = exc.function or node.name
+                raise
         fn = FUNCTIONS.get(node.name)
         if fn is None:
             raise KeyError(node.name)   # compile() reports these before evaluating anything
@@ -61,6 +90,8 @@ def _evaluate(node: Node, ctx: EvalContext) -> Val:
                 return shown
         args = [None if isinstance(a, Missing) else evaluate(a, ctx, keep_poison=(i == 0 and fn.name == "IF"))
                 for i, a in enumerate(node.args)]
+        if ctx.where is not None:
+            _one_reference_each(node, fn, args)
         if not fn.min_args <= len(args) <= fn.max_args:
             return _literal(ErrorLit("#VALUE!"), ctx)
         try:
@@ -69,6 +100,15 @@ def _evaluate(node: Node, ctx: EvalContext) -> Val:
             exc.function = exc.function or node.name
             raise
     return _literal(node, ctx)
+
+
+def _one_reference_each(node: Call, fn: Function, args: list[Val | None]) -> None:
+    """SUM(OFFSET(A1,{0;1;2},0)) is SUM of each of three references in Excel, an array of
+    sums: not computed (its entries would be summed together). An argument read entry by entry
+    (N(OFFSET(A1,{0;1;2},0)), an operator) takes their values."""
+    for i, (a, v) in enumerate(zip(node.args, args)):
+        if v is not None and not v.is_ref and fn.arg_class(i) in "RA" and is_reference_call(a):
+            raise UnsupportedFormula(f"{fn.name} of an array of references (one {a.name} per entry)")
 
 
 def _text_round_trip(node: Call, ctx: EvalContext) -> Val | None:

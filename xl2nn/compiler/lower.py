@@ -22,12 +22,13 @@ from torch import nn
 
 from ..arrays import unique
 from ..cells import Area, CellError, a1, cell_name
-from ..errors import BadInput, UnsupportedFormula
-from ..formula.ast import Call, Ref, refs
+from ..errors import BadInput, CircularReference, UnsupportedFormula
+from ..formula.ast import Call, Ref
 from ..functions import VOLATILE
 from ..functions.values import NUM, Val
 from ..ir.families import Family
-from ..ir.graph import Graph, grow_owners
+from ..ir.graph import Graph, cycle_text, grow_owners
+from ..ir.references import has_targets, read_refs
 from ..ranges import ranges_text
 from ..reader.workbook import Workbook
 from .grid import Grids, error_source, recalculate, unsupported
@@ -35,6 +36,10 @@ from .hostread import HostRead
 from .leaves import formula_cells, loosen_parameters
 from .interpret import EvalContext, evaluate
 from .model import ModelSpec
+from .spill import spill_mismatch
+from ..functions.arrays import Ragged, cell_by_cell
+from .references import Areas, RaggedReference, ReferenceTexts, Where, assemble, block_indices
+from .resolve import resolve_references, widen_moving
 
 
 def param_name(area: Area) -> str:
@@ -101,6 +106,10 @@ class CompiledModel(nn.Module):
         self.workbook = wb
         self.graph = graph
         self.workbook = wb                   # the workbook compiled (parameter formulas cut loose)
+        # RAND families the objective reads (dropout masks): forward() uses their saved values
+        # (the sheet as it is: eval, verify) unless fresh_random, when each forward draws anew.
+        self.fresh_random = False
+        self.random_families: dict[int, torch.Tensor] = {}     # family id -> its saved values, flat
         self.loosened: list[tuple[str, int, int]] = []    # parameter cells that held formulas
         self.grids = grids
         self.needed = needed
@@ -123,6 +132,13 @@ class CompiledModel(nn.Module):
         self.input_names = [param_name(area) for area in spec.inputs]
         owner, local = _model_owners(graph, spec.leaves, n)
         dyn_ids = set(dynamic) | set(self._pid.values())
+        # Computed references (OFFSET, INDIRECT) are planned when their positions are known:
+        # once for positions that do not depend on the parameters (traced: a gather).
+        self._owners = (owner, local, dyn_ids)
+        self._area_plans: dict[tuple, Plan] = {}
+        self._area_reads: dict[int, tuple[Areas, list[tuple[np.ndarray, Plan]]]] = {}
+        self._area_memo: dict[int, dict[int, Areas]] = {}   # family -> its constant positions
+        self._texts = ReferenceTexts(wb)
         self._steps = [Step(graph.families[f], self._plans(graph.families[f], owner, local, dyn_ids, grids))
                        for f in dynamic]
         # A forward-only model returns its result range read as a reference to it would be.
@@ -167,7 +183,7 @@ class CompiledModel(nn.Module):
     def _plans(self, fam: Family, owner: dict, local: dict, dyn_ids: set[int], grids: Grids) -> dict[Ref, Plan]:
         plans: dict[Ref, Plan] = {}
         rows, cols = fam.rows, fam.cols
-        for ref in dict.fromkeys(refs(fam.ast)):      # formula order: the same listing every run
+        for ref in dict.fromkeys(read_refs(fam.ast)):     # formula order: the same listing every run
             R, C = grids.index(ref, rows, cols)
             plans[ref] = self._plan(ref.sheet, R, C, owner, local, dyn_ids, grids)
         return plans
@@ -210,6 +226,45 @@ class CompiledModel(nn.Module):
                     index=torch.as_tensor(idx, device=self.device_),
                     const_flat=torch.as_tensor(const_vals, device=self.device_))
 
+    def read_areas(self, areas: Areas, outs: dict[int, torch.Tensor], reader: Family) -> Val:
+        """The cells computed references land on, from the producers' outputs and the constants:
+        a gather, planned once per set of positions (the gradient reaches the cells read)."""
+        known = self._area_reads.get(id(areas))
+        if known is not None and known[0] is areas:        # constant positions: planned before
+            return assemble([(w, p.read(outs)) for w, p in known[1]], areas, self.device_)
+        grids = self.grids
+        rows = {s: g.shape[0] for s, g in grids.num.items()}
+        cols = {s: g.shape[1] for s, g in grids.num.items()}
+        parts, plans = [], []
+        for sheet, which, R, C in block_indices(areas, rows, cols):
+            if not len(which):
+                continue
+            key = (sheet, R.shape, R.tobytes(), C.tobytes())
+            plan = self._area_plans.get(key)
+            if plan is None:
+                plan = self._plan(sheet, R, C, *self._owners, grids)
+                self._area_plans[key] = plan
+            self._check_ready(plan, reader, sheet, R, C)
+            plans.append((which, plan))
+            parts.append((which, plan.read(outs)))
+        if any(areas is m for m in self._area_memo.get(reader.id, {}).values()):   # constant positions
+            self._area_reads[id(areas)] = (areas, plans)
+        return assemble(parts, areas, self.device_)
+
+    def _check_ready(self, plan: Plan, reader: Family, sheet: str, R: np.ndarray, C: np.ndarray) -> None:
+        """Positions that move with the weights may land on cells computed after the reader, or
+        from it (a circular reference at these weights): an error, never a stale value."""
+        if plan.const is not None:
+            producers = set(np.unique(_owner_at(self._owners[0], sheet, R, C)).tolist()) - {-1}
+            late = producers - reader.deps      # constant families: computed only if it depends on them
+        else:
+            late = set(plan.sources if plan.sources is not None else [plan.producer]) - reader.deps \
+                - set(self._pid.values())
+        if late:
+            other = self.graph.families[min(late)]
+            raise UnsupportedFormula(f"it lands on {other.area} ({other.formula}), which is not computed before it "
+                                     "(a circular reference at these weights)")
+
     def _producer_size(self, pid: int) -> int:
         n = len(self.graph.families)
         if pid < n:
@@ -234,18 +289,49 @@ class CompiledModel(nn.Module):
     def run_steps(self, outs: dict[int, torch.Tensor], steps: list[Step]) -> None:
         """Evaluate `steps`, reading and writing their outputs in `outs`."""
         for step in steps:
+            fam = step.family
+            where = Where(fam.sheet, fam.rows, fam.cols, lambda areas, f=fam: self.read_areas(areas, outs, f),
+                          self._texts, fam.array, self._area_memo.setdefault(fam.id, {}))
             ctx = EvalContext(resolve=lambda ref, s=step: s.plans[ref].read(outs), device=self.device_,
-                              checked=False, literals=self._literals)
+                              checked=False, literals=self._literals, where=where)
+            if fam.id in self.random_families and not self.fresh_random:
+                outs[fam.id] = self.random_families[fam.id]
+                continue
+            ctx.random = self.fresh_random
             with self._origin(step.family):
                 try:
                     v = evaluate(step.family.ast, ctx)
                 except HostRead as exc:     # tracing: say which cells could not be traced
                     exc.family = step.family
                     raise
+                except Ragged:              # copies whose arrays differ in size: one cell at a time
+                    if fam.array is not None:
+                        raise UnsupportedFormula(f"{self.workbook.path}: {fam.area} ({fam.formula}): its arrays "
+                                                 "change size with the weights") from None
+                    try:
+                        parts = cell_by_cell(fam.ast, ctx, len(fam.rows), evaluate)
+                    except HostRead as exc:
+                        exc.family = fam
+                        raise
+                    except UnsupportedFormula as exc:
+                        raise UnsupportedFormula(f"{self.workbook.path}: {fam.area} ({fam.formula}): {exc}") from None
+                    v = Val(torch.cat([p.num[:1, :1, :1] for p in parts]), NUM)
+                except RaggedReference:
+                    raise UnsupportedFormula(f"{self.workbook.path}: {step.family.area} ({step.family.formula}): "
+                                             "its copies' computed references land on blocks of different sizes, "
+                                             "which a model does not take") from None
                 except UnsupportedFormula as exc:   # e.g. ISNA of a computed error: name the cells
                     raise UnsupportedFormula(f"{self.workbook.path}: {step.family.area} "
                                              f"({step.family.formula}): {exc}") from None
+                why = spill_mismatch(self.workbook, step.family, v)
+                if why is not None:         # a dynamic array whose size follows the weights
+                    raise UnsupportedFormula(f"{self.workbook.path}: {step.family.area} ({step.family.formula}): "
+                                             f"{why}; a model keeps the spill range the file saved")
                 outs[step.family.id] = _flat_output(step.family, v)
+
+    def dropout_cells(self) -> list[str]:
+        """The RAND cells the objective reads (dropout masks), as ranges."""
+        return [str(self.graph.families[f].area) for f in self.random_families]
 
     @property
     def objective_family(self) -> int:
@@ -379,6 +465,15 @@ def _viewer(size: tuple[int, ...], stride: tuple[int, ...], offset: int, n: int
     return core
 
 
+def _owner_at(owner: dict, sheet: str, R: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """Who owns each cell (sheet, R, C): a family, a parameter range, or -1."""
+    og = owner.get(sheet)
+    if og is None:
+        return np.full(R.shape, -1)
+    inside = (R < og.shape[0]) & (C < og.shape[1]) & (R >= 0) & (C >= 0)
+    return np.where(inside, og[np.where(inside, R, 0), np.where(inside, C, 0)], -1)
+
+
 def _model_owners(graph: Graph, params: list[Area], n: int):
     owner = {s: g.copy() for s, g in graph.owners.owner.items()}
     local = {s: g.copy() for s, g in graph.owners.local.items()}
@@ -416,6 +511,7 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     wb, graph, why = loosen_parameters(wb, graph, spec)
     if why:
         warnings.warn(ParameterFormulaWarning(why), stacklevel=2)
+    resolve_references(wb, graph)       # where OFFSET, INDIRECT ... land: their dependencies
     sheet, row, col = spec.objective
     root = graph.family_at(sheet, row, col)
     if root is None:
@@ -429,20 +525,34 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
     if spec.result is not None:
         roots.extend(_families_in(wb, graph, spec.result))
     needed = graph.ancestors([f.id for f in roots])
+    _refuse_cycles(wb, graph, spec, needed)
     # Which needed families read a leaf (an input or a parameter), directly or through others.
     dynamic = graph.dependents(graph.reading(spec.leaves, among=needed), within=needed)
-    snapshots = _check_supported(wb, graph, needed, dynamic)
+    if widen_moving(wb, graph, spec.leaves, needed, dynamic):     # positions that move with the weights
+        needed = graph.ancestors([f.id for f in roots])
+        _refuse_cycles(wb, graph, spec, needed)
+        dynamic = graph.dependents(graph.reading(spec.leaves, among=needed), within=needed)
+    # RAND in cells that do not depend on the parameters (a dropout mask column): steps of the
+    # model too, so that training can draw them afresh; their dependents join them.
+    random = {f for f in needed - dynamic if unsupported(graph.families[f]) == {"RAND"}
+              and graph.families[f].array is None}
+    snapshots = _check_supported(wb, graph, needed, dynamic, random)
     if must_reach and root.id not in dynamic:
         params = ", ".join(str(a) for a in spec.leaves)
         why = f"no formula that {cell_name(sheet, row, col)} depends on reads {params}"
         if snapshots:
-            why += (f"; it reads {'; '.join(snapshots)}, whose targets xl2nn takes from the cached values "
+            why += (f"; it reads {'; '.join(snapshots)}, whose cells keep their cached values "
                     "(a snapshot), so parameters reached only through them are not seen")
         raise BadInput(f"{wb.path}: the parameters do not reach the objective {cell_name(sheet, row, col)}: {why}")
-    grids = recalculate(wb, graph, only=needed).grids
+    recalc = recalculate(wb, graph, only=needed)
+    _refuse_unordered(wb, graph, recalc.skipped, needed)
+    grids = recalc.grids
+    if random:
+        dynamic = dynamic | graph.dependents(random, within=needed)
     order = [f for f in graph.order if f in dynamic]
     model = CompiledModel(wb, graph, spec, grids, needed, order, device)   # checks the parameter cells
     model.loosened = loosened
+    model.random_families = {f: _saved(grids, graph.families[f], model.device_) for f in sorted(random)}
     value = grids.value(sheet, row, col)
     if isinstance(value, CellError) and spec.result is None:   # no gradient flows through an error
         raise BadInput(f"{wb.path}: the objective {cell_name(sheet, row, col)} is {value} at the workbook's "
@@ -452,6 +562,19 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
             f"{wb.path}: the model reads volatile functions' cached values as constants (Excel would "
             f"recompute them): {'; '.join(snapshots)}"), stacklevel=2)
     return model
+
+
+def _refuse_unordered(wb: Workbook, graph: Graph, skipped: dict[int, str], needed: set[int]) -> None:
+    """A family the model needs whose computed references could not be computed (they land on
+    cells computed from it, or do what xl2nn does not) keeps a cached value: refused, naming it."""
+    bad = [(f, why) for f, why in sorted(skipped.items()) if f in needed and has_targets(graph.families[f].ast)
+           and not unsupported(graph.families[f])]
+    if bad:
+        f, why = bad[0]
+        fam = graph.families[f]
+        raise UnsupportedFormula(f"{wb.path}: the model needs {fam.area} ({fam.formula}), which xl2nn cannot "
+                                 f"compute: {why.removeprefix('unsupported ')}"
+                                 + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
 def _families_in(wb: Workbook, graph: Graph, area: Area) -> list[Family]:
@@ -469,14 +592,41 @@ class ParameterFormulaWarning(UserWarning):
 
 
 class SnapshotWarning(UserWarning):
-    """Cells of volatile functions (RAND, NOW, OFFSET, ...) enter the model as their cached values."""
+    """Cells of volatile functions (RAND, NOW, ...) enter the model as their cached values."""
 
 
-def _check_supported(wb: Workbook, graph: Graph, needed: set[int], dynamic: set[int]) -> list[str]:
-    """Refuse functions xl2nn lacks; return the volatile ones the model reads as constants."""
+def _refuse_cycles(wb: Workbook, graph: Graph, spec: ModelSpec, needed: set[int]) -> None:
+    """A model that needs a circular reference is refused, naming its cells: without iterative
+    calculation Excel cannot compute it, and with it the value is an iteration's end point, which
+    xl2nn does not train through. A cycle beside the model does not matter."""
+    cycles = graph.cycles_among(needed)
+    if not cycles:
+        return
+    what = (f"the outputs {spec.result} depend" if spec.result is not None
+            else f"the objective {spec.objective_name} depends")
+    more = f" (and {len(cycles) - 1} more)" if len(cycles) > 1 else ""
+    how = ("Excel iterates it (iterative calculation is on), and xl2nn does not compile a model through an "
+           "iterated cycle" if wb.calc.iterate else "iterative calculation is off, so Excel cannot compute it")
+    raise CircularReference(f"{wb.path}: {what} on a circular reference through {cycle_text(graph, cycles[0])}"
+                            f"{more}: {how}; break the cycle, or make its cells constants or parameters")
+
+
+def _saved(grids: Grids, fam: Family, device: torch.device) -> torch.Tensor:
+    """A family's cells as the file saved them (its cached values, which the grid kept), flat."""
+    rows, cols = fam.out_cells()
+    num = grids.num[fam.sheet][rows, cols]
+    return torch.as_tensor(np.ascontiguousarray(num), dtype=torch.float64, device=device)
+
+
+def _check_supported(wb: Workbook, graph: Graph, needed: set[int], dynamic: set[int],
+                     random: set[int] = frozenset()) -> list[str]:
+    """Refuse functions xl2nn lacks; return the volatile ones the model reads as constants
+    (RAND in `random` families is a step of its own: saved values, or fresh in training)."""
     missing: dict[str, list[str]] = {}
     snapshots: dict[str, list[str]] = {}
     for fid in needed:
+        if fid in random:
+            continue
         fam = graph.families[fid]
         names = unsupported(fam)
         if names and names <= VOLATILE and fid not in dynamic:

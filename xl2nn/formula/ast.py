@@ -163,6 +163,12 @@ def to_text(node: Node, row: int, col: int, home: str | None = None, _outer: int
         return ""
     if isinstance(node, Ref):
         return node.a1_at(row, col, home)
+    if isinstance(node, Call) and node.name == "RANGE" and len(node.args) == 2:   # the ':' operator
+        return f"{sub(node.args[0], 7)}:{sub(node.args[1], 7)}"
+    if isinstance(node, Call) and node.name == "_XLPM" and node.args and isinstance(node.args[0], Text):
+        return node.args[0].value.split("#")[0]        # a run-time LAMBDA's parameter, by its name
+    if isinstance(node, Call) and node.name == "LAMBDA" and all(isinstance(a, Text) for a in node.args[:-1]):
+        return f"LAMBDA({','.join([a.value.split('#')[0] for a in node.args[:-1]] + [sub(node.args[-1])])})"
     if isinstance(node, Call):
         return f"{node.name}({','.join(sub(a) for a in node.args)})"
     if isinstance(node, Unary):

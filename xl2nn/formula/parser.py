@@ -6,7 +6,7 @@ own cell because references become R1C1 offsets from it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
@@ -113,6 +113,9 @@ class Scope:
     sheet_table: Callable[[], str] = lambda: ""   # the table holding the cell, for bare [@Col]
     lambda_name: Callable[[str], str | None] = lambda name: None   # a defined name's LAMBDA text
     spill: Callable[[Ref], Ref | None] = lambda ref: None          # A1# : the range spilled from A1
+    # Per formula: how many LAMBDAs became run-time lambdas (their parameters' ids), and how
+    # deep named LAMBDAs are inlined (a recursive one would never end).
+    counters: dict[str, int] = field(default_factory=dict)
 
 
 def parse(text: str, scope: Scope) -> Node:
@@ -208,8 +211,7 @@ class _Parser:
         node = self.primary()
         while self.at("op", "%") or self.at("op", "#"):
             if self.take().text == "#":     # A1#: the range spilled from A1 (ANCHORARRAY)
-                spilled = self.s.spill(node) if isinstance(node, Ref) else None
-                node = spilled if spilled is not None else ErrorLit("#REF!")
+                node = self.spilled(node)
             else:
                 node = Unary("%", node)
         return node
@@ -232,21 +234,30 @@ class _Parser:
         if k == "punct" and tok.text == "{":
             return self.array()
         if k == "func":
-            return self.call(tok.text)
+            return self.range_tail(self.call(tok.text))
         if k in ("ref", "struct", "name"):
-            node = self.reference(tok)
-            while self.at("op", ":"):
-                self.take()
-                other = self.reference(self.take())
-                node = _span(node, other)
-            return node
+            return self.range_tail(self.reference(tok))
         raise FormulaError(f"unexpected {tok.text!r} at position {tok.pos + 1}")
 
+    def range_tail(self, node: Node) -> Node:
+        """The ':' operator after a reference: plain ranges join into one (A1:B2:C3); with a
+        reference-returning call on either side (A1:INDEX(A1:A10,n)) it is computed, RANGE."""
+        while self.at("op", ":"):
+            self.take()
+            tok = self.take()
+            node = _span(node, self.call(tok.text) if tok.kind == "func" else self.reference(tok))
+        return node
+
     def call(self, raw: str) -> Node:
+        bound = self.bound.get(_param_key(raw))
+        if isinstance(bound, _Lambda):     # a LAMBDA bound by LET, called: inlined
+            return self.apply(bound, self.arguments())
         name = raw.upper()
         for prefix in ("_XLFN._XLWS.", "_XLFN.", "_XLWS."):
             if name.startswith(prefix):
                 name = name[len(prefix):]
+        if name in _HIGHER_ORDER:
+            return self.higher_order(name)
         if name == "LET":
             return self.let()
         if name == "LAMBDA":
@@ -254,19 +265,25 @@ class _Parser:
             if not self.at("punct", "("):
                 raise FormulaError("a LAMBDA must be called where it is written, e.g. LAMBDA(x,x*2)(A1)")
             return self.invoke(params, body, self.arguments())
-        if name == "MAP":
-            return self.map_()
         if name == "ANCHORARRAY":
             args = self.arguments()
-            spilled = self.s.spill(args[0]) if len(args) == 1 and isinstance(args[0], Ref) else None
-            return spilled if spilled is not None else ErrorLit("#REF!")
+            if len(args) != 1:
+                return ErrorLit("#VALUE!")
+            return self.spilled(args[0])
         text = self.s.lambda_name(raw)
         if text is not None:               # a workbook-level LAMBDA name, called
-            sub = _Parser(tokenize(text.lstrip("=")), self.s, text)
-            sub.take()                     # LAMBDA (with or without _xlfn.)
-            params, body = sub.lambda_()
-            return self.invoke(params, body, self.arguments(), sub)
+            return self.apply(self.named_lambda(raw, text), self.arguments())
         return Call(name, tuple(self.arguments()))
+
+    def spilled(self, node: Node) -> Node:
+        """A1# / ANCHORARRAY(A1): the range A1 spills, or #REF! where A1 spills nothing."""
+        if isinstance(node, ErrorLit):
+            return node
+        if not isinstance(node, Ref):
+            raise FormulaError("a spill reference (#, ANCHORARRAY) of a computed reference is not supported: "
+                               "its spill range is unknown")
+        spilled = self.s.spill(node)
+        return spilled if spilled is not None else ErrorLit("#REF!")
 
     def arguments(self) -> list[Node]:
         self.expect("punct", "(")
@@ -299,7 +316,8 @@ class _Parser:
         while True:
             key = self.param()
             self.expect("punct", ",")
-            self.bound[key] = self.expression()
+            lam = self.try_lambda()         # LET(f, LAMBDA(x, ...), ...): f is called or passed on
+            self.bound[key] = lam if lam is not None else self.expression()
             self.expect("punct", ",")
             nxt = self.t[self.i + 1] if self.i + 1 < len(self.t) else None
             if not (self.at("name") and nxt is not None and nxt.text == ","):
@@ -338,29 +356,104 @@ class _Parser:
             raise FormulaError(f"unexpected {sub.t[sub.i].text!r} in a LAMBDA body")
         return node
 
-    def map_(self) -> Node:
-        """MAP(array, LAMBDA(x, body)) for a body that works entry by entry: body with x as
-        the whole array, computed as an array (MAP_ARRAY: an array-class identity)."""
+    # -- LAMBDAs passed to BYROW, BYCOL, MAKEARRAY, REDUCE, SCAN and MAP (always their last
+    # argument). MAP over a body that works entry by entry is inlined with its parameter bound
+    # to the whole array (MAP: an array-class identity); otherwise, and for the others, the
+    # LAMBDA becomes a run-time value, Call("LAMBDA", (Text(id), ..., body)), whose parameters
+    # are Call("_XLPM", (Text(id),)) placeholders the function binds to rows, columns,
+    # entries or an accumulator when it runs (functions/arrays.py).
+    def higher_order(self, name: str) -> Node:
         self.expect("punct", "(")
-        arrays = [self.expression()]
-        while self.at("punct", ",") and not self._lambda_next():
-            self.take()
-            arrays.append(self.expression())
-        self.expect("punct", ",")
-        tok = self.take()
-        if tok.kind != "func" or tok.text.upper().split(".")[-1] != "LAMBDA":
-            raise FormulaError("MAP needs a LAMBDA as its last argument")
-        params, body = self.lambda_()
+        args: list[Node] = []
+        lam: _Lambda | None = None
+        if not self.at("punct", ")"):
+            while True:
+                lam = self.try_lambda()
+                if lam is None:
+                    args.append(Missing() if self.at("punct", ",") or self.at("punct", ")") else self.expression())
+                if lam is not None or not self.at("punct", ","):
+                    break
+                self.take()
         self.expect("punct", ")")
-        node = self.invoke(params, body, arrays)
-        if not _entrywise(node, arrays):
-            raise FormulaError("MAP with a LAMBDA that reads its argument as a whole (SUM, INDEX, ...) "
-                               "is not supported")
-        return Call("MAP", (node,))
+        if lam is None:
+            return Call(name, tuple(args))          # no LAMBDA: the function says #VALUE!
+        arity = {"BYROW": 1, "BYCOL": 1}.get(name, len(args) if name == "MAP" else 2)
+        if name == "MAP" and lam.eta is None and len(lam.params) == len(args):
+            node = self.apply(lam, args)
+            if _entrywise(node, args):
+                return Call("MAP", (node,))
+        return Call(name, (*args, self.runtime(lam, arity)))
 
-    def _lambda_next(self) -> bool:
-        nxt = self.t[self.i + 1] if self.i + 1 < len(self.t) else None
-        return nxt is not None and nxt.kind == "func" and nxt.text.upper().split(".")[-1] == "LAMBDA"
+    def try_lambda(self) -> "_Lambda | None":
+        """A LAMBDA value ending an argument: LAMBDA(...) written there (not called), a name LET
+        bound to one, a workbook LAMBDA name, or a function named as a value (_xleta.SUM)."""
+        start = self.i
+        tok = self.peek()
+        lam: _Lambda | None = None
+        if tok is not None and tok.kind == "func" and tok.text.upper().split(".")[-1] == "LAMBDA":
+            self.take()
+            params, (a, b) = self.lambda_()
+            lam = _Lambda(params, self.t[a:b], dict(self.bound), self.text)
+        elif tok is not None and tok.kind == "name":
+            bound = self.bound.get(_param_key(tok.text))
+            text = None if bound is not None else self.s.lambda_name(tok.text)
+            if isinstance(bound, _Lambda):
+                lam = bound
+            elif tok.text.upper().startswith("_XLETA."):
+                lam = _Lambda([], (), {}, tok.text, eta=tok.text.upper()[len("_XLETA."):])
+            elif text is not None:
+                lam = self.named_lambda(tok.text, text)
+            if lam is not None:
+                self.take()
+        if lam is not None and (self.at("punct", ",") or self.at("punct", ")")):
+            return lam
+        self.i = start
+        return None
+
+    def named_lambda(self, name: str, text: str) -> "_Lambda":
+        sub = _Parser(tokenize(text.strip().lstrip("=")), self.s, text)
+        sub.take()                         # LAMBDA (with or without _xlfn.)
+        params, (a, b) = sub.lambda_()
+        return _Lambda(params, sub.t[a:b], {}, name)
+
+    def apply(self, lam: "_Lambda", args: list[Node]) -> Node:
+        """A LAMBDA called where it is written: its body with the arguments' ASTs for its parameters."""
+        if lam.eta is not None:
+            return Call(lam.eta, tuple(args))
+        if len(args) != len(lam.params):
+            return ErrorLit("#VALUE!")
+        depth = self.s.counters.get("depth", 0)
+        if depth > 16:
+            raise FormulaError(f"the LAMBDA {lam.text} calls itself (recursion is not supported)")
+        self.s.counters["depth"] = depth + 1
+        try:
+            sub = _Parser(lam.tokens, self.s, self.text, {**lam.bound, **dict(zip(lam.params, args))})
+            node = sub.expression()
+        finally:
+            self.s.counters["depth"] = depth
+        if sub.i != len(sub.t):
+            raise FormulaError(f"unexpected {sub.t[sub.i].text!r} in a LAMBDA body")
+        return node
+
+    def runtime(self, lam: "_Lambda", arity: int) -> Node:
+        """The LAMBDA as a run-time value taking `arity` arguments (#VALUE! if it takes others)."""
+        names = lam.params if lam.eta is None else [f"x{k}" for k in range(arity)]
+        if len(names) != arity:
+            return ErrorLit("#VALUE!")
+        ids = []
+        for p in names:
+            n = self.s.counters.get("ids", 0) + 1
+            self.s.counters["ids"] = n
+            ids.append(f"{p}#{n}")
+        holders = [Call("_XLPM", (Text(i),)) for i in ids]
+        if lam.eta is not None:
+            body: Node = Call(lam.eta, tuple(holders))
+        else:
+            sub = _Parser(lam.tokens, self.s, self.text, {**lam.bound, **dict(zip(names, holders))})
+            body = sub.expression()
+            if sub.i != len(sub.t):
+                raise FormulaError(f"unexpected {sub.t[sub.i].text!r} in a LAMBDA body")
+        return Call("LAMBDA", (*(Text(i) for i in ids), body))
 
     def array(self) -> Node:
         rows: list[tuple[Node, ...]] = []
@@ -386,7 +479,8 @@ class _Parser:
             return self.structured(tok.text)
         if tok.kind == "name":
             if _param_key(tok.text) in self.bound:
-                return self.bound[_param_key(tok.text)]
+                got = self.bound[_param_key(tok.text)]
+                return ErrorLit("#CALC!") if isinstance(got, _Lambda) else got   # a LAMBDA as a value
             sheet, name = _split_sheet(tok.text)
             node = self.s.name(name, sheet)
             if node is None:
@@ -445,6 +539,22 @@ class _Parser:
         if r2 < r1:
             return ErrorLit("#REF!")   # e.g. #Totals of a table without a totals row
         return Ref(table.sheet, r1, c1, r2, c2, True, True, True, True)
+
+
+# Functions taking a LAMBDA as their last argument.
+_HIGHER_ORDER = frozenset({"MAP", "BYROW", "BYCOL", "MAKEARRAY", "REDUCE", "SCAN"})
+
+
+@dataclass(eq=False)
+class _Lambda(Node):
+    """A LAMBDA while parsing: its parameters, its body's tokens and the LET bindings it sees
+    (or `eta`, a function named as a value). Never left in an AST."""
+
+    params: list[str]
+    tokens: tuple[Token, ...]
+    bound: dict[str, Node]
+    text: str
+    eta: str | None = None
 
 
 def _entrywise(node: Node, arrays: list[Node]) -> bool:
@@ -539,9 +649,10 @@ def _structured_parts(inner: str) -> tuple[list[str], list[str]]:
 
 
 def _span(a: Node, b: Node) -> Node:
-    """The ':' operator between two references: the block from a's first corner to b's last."""
+    """The ':' operator between two references: the block from a's first corner to b's last;
+    between anything else (a reference-returning call), RANGE, computed with the formula."""
     if not (isinstance(a, Ref) and isinstance(b, Ref)):
-        raise FormulaError("the ':' operator needs references on both sides")
+        return Call("RANGE", (a, b))
     if a.sheet != b.sheet:
         raise FormulaError("a range cannot span two sheets")
     return Ref(a.sheet, a.r1, a.c1, b.r2, b.c2, a.r1_abs, a.c1_abs, b.r2_abs, b.c2_abs)

@@ -1,4 +1,5 @@
-"""Lookup & Reference functions: INDEX, MATCH, VLOOKUP, HLOOKUP, CHOOSE, ROWS, COLUMNS.
+"""Lookup & Reference functions: INDEX, MATCH, VLOOKUP, HLOOKUP, LOOKUP, CHOOSE, ROWS, COLUMNS
+(XLOOKUP and XMATCH in xlookup.py).
 
 Where to look is worked out with NumPy on detached values: positions are integers, constants
 as far as gradients go. What is found is then taken from the looked-up range's tensor by
@@ -8,9 +9,12 @@ into a weight table: an embedding lookup) and nowhere else.
 Matching follows Excel: numbers, text and booleans only ever match their own kind, empty
 cells and errors in the searched range match nothing, text compares without case, and an
 exact match (MATCH type 0, VLOOKUP FALSE) reads * ? and ~ in text as wildcards. An
-approximate match is a binary search over the entries of the lookup value's kind, as
-Excel's is: on sorted data, the last entry <= the value (type 1) or, in descending data,
-the last entry >= it (type -1).
+approximate match (MATCH 1 and -1, VLOOKUP/HLOOKUP TRUE, LOOKUP) is Excel's binary search
+(bisect() below) over the entries of the lookup value's kind, the others skipped as Excel's
+idioms need (LOOKUP(2,1/(r=x),v) finds the last match, LOOKUP(9.99E+307,r) the last number).
+On sorted data it finds the last entry <= the value (type 1) or, in descending data, the
+last entry >= it (type -1); on unsorted data it finds what the bisection finds, which is
+Excel's answer too (MATCH(1,{1,0}) is 1), never a scan's.
 
 Every argument read as a value may be an array (an array formula, or SUMPRODUCT around the
 call): the function is then applied entry by entry, as Excel does.
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 
 from ..cells import CellError
+from ..errors import UnsupportedFormula
 from .tracing import HostRead
 from . import lookup_torch
 from .registry import Context, argument, excel
@@ -246,28 +251,94 @@ def _exact_numbers(x: np.ndarray, row: np.ndarray, vals: np.ndarray, valid: np.n
     return np.where(eq.any(axis=1), eq.argmax(axis=1), -1)
 
 
+def bisect(keys: list, x: object, up: bool) -> int:
+    """Excel's approximate match over `keys` (entries of the lookup value's kind, in sheet
+    order), one query: the 0-based position found, or -1 (#N/A).
+
+    The bisection is LibreOffice's (its MATCH and LOOKUP over arrays), which gives Excel's
+    answers where they are known on unsorted data (MATCH(1,{1,0}) is 1; a lookup value above
+    every entry finds the last one): first/last bracket the search, the middle entry is
+    first + (last - first) // 2; an entry equal to x ends it at the last entry of the run of
+    equal entries that follows; otherwise, when first and last are neighbours, the answer is
+    first, or last where last is the final entry and still <= x (>= x descending)."""
+    m = len(keys)
+    if m == 0:
+        return -1
+    first, last, hit = 0, m - 1, 0
+    while last > first:
+        span = last - first
+        mid = first + span // 2
+        k = keys[mid]
+        if k == x:
+            while mid + 1 < m and keys[mid + 1] == x:
+                mid += 1
+            return mid
+        lt = k < x
+        if span == 1:
+            hit = last if lt == up else first
+            break
+        if lt == up:
+            first = mid
+        else:
+            last = mid
+    k = keys[hit]
+    if hit == m - 1 and (k <= x if up else k >= x):
+        return hit
+    return hit - 1
+
+
+def run_ends(packed: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """For each packed entry (Fa, n), the last position of the run of equal entries starting
+    there (runs stop at each row's count of valid entries)."""
+    n = packed.shape[1]
+    at = np.arange(n)
+    brk = np.ones(packed.shape, bool)
+    brk[:, :-1] = packed[:, 1:] != packed[:, :-1]
+    brk |= at[None, :] >= count[:, None] - 1
+    idx = np.where(brk, at, n - 1)
+    return np.minimum.accumulate(idx[:, ::-1], axis=1)[:, ::-1]
+
+
 def _binary_search(x: np.ndarray, mode: np.ndarray, row: np.ndarray, vals: np.ndarray,
                    valid: np.ndarray) -> np.ndarray:
-    """Excel's approximate match, all queries at once: a binary search among the entries of
-    the query's kind (the others are skipped, kept in order)."""
+    """bisect() for all numeric queries at once, among the entries of the query's kind (the
+    others are skipped, kept in order). Every query runs n.bit_length() + 1 steps (enough for
+    any: each halves last - first), the ones already done unchanged."""
+    n = vals.shape[1]
+    if n == 0:
+        return np.full(x.shape, -1, dtype=np.int64)
     order = np.argsort(~valid, axis=1, kind="stable")          # valid entries first, in order
     packed = np.take_along_axis(vals, order, axis=1)
     count = valid.sum(axis=1)
-    n = vals.shape[1]
-    lo = np.zeros(x.shape, np.int64)
-    hi = count[row] - 1
+    ends = run_ends(packed, count)
+    m = count[row]
     up = mode > 0
-    while True:
-        active = lo <= hi
+    first = np.zeros(x.shape, np.int64)
+    last = m - 1
+    hit = np.zeros(x.shape, np.int64)
+    found = np.full(x.shape, -1, np.int64)      # an entry equal to x: the end of its run
+    done = m <= 0
+    for _ in range(n.bit_length() + 1):
+        span = last - first
+        active = ~done & (span > 0)
         if not active.any():
             break
-        mid = (lo + hi) // 2
-        v = packed[row, np.clip(mid, 0, max(n - 1, 0))]
-        right = np.where(up, v <= x, v >= x)
-        lo = np.where(active & right, mid + 1, lo)
-        hi = np.where(active & ~right, mid - 1, hi)
-    found = hi >= 0
-    return np.where(found, order[row, np.maximum(hi, 0)] if n else -1, -1)
+        mid = np.clip(first + span // 2, 0, n - 1)
+        v = packed[row, mid]
+        eq = active & (v == x)
+        lt = v < x
+        found = np.where(eq, ends[row, mid], found)
+        one = active & ~eq & (span == 1)
+        hit = np.where(one, np.where(lt == up, last, first), hit)
+        more = active & ~eq & (span > 1)
+        first = np.where(more & (lt == up), mid, first)
+        last = np.where(more & (lt != up), mid, last)
+        done = done | eq | one
+    vh = packed[row, np.clip(hit, 0, n - 1)]
+    tail = (hit == m - 1) & np.where(up, vh <= x, vh >= x)
+    res = np.where(found >= 0, found, np.where(tail, hit, hit - 1))
+    res = np.where(m <= 0, -1, res)
+    return np.where(res >= 0, order[row, np.clip(res, 0, n - 1)], -1)
 
 
 class _TextIndex:
@@ -287,14 +358,8 @@ class _TextIndex:
                 rx = wildcard(s)
                 return next((int(p) for k, p in zip(self.keys, self.pos) if rx.fullmatch(k)), -1)
             return self.first.get(s, -1)
-        lo, hi = 0, len(self.keys) - 1
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            if (self.keys[mid] <= s) if mode > 0 else (self.keys[mid] >= s):
-                lo = mid + 1
-            else:
-                hi = mid - 1
-        return int(self.pos[hi]) if hi >= 0 else -1
+        at = bisect(self.keys, s, mode > 0)
+        return int(self.pos[at]) if at >= 0 else -1
 
 
 def _search_text(x: np.ndarray, mode: np.ndarray, f: np.ndarray, keys: _Keys) -> np.ndarray:
@@ -408,6 +473,57 @@ def vlookup(args: list[Val | None], ctx: Context) -> Val:
 @excel("HLOOKUP", "Lookup & Reference", min_args=3, max_args=4, args="VRVV")
 def hlookup(args: list[Val | None], ctx: Context) -> Val:
     return replace(_table_lookup(args, ctx, across=True), blank_is_value=True)
+
+
+def _slice(v: Val, rows: slice, cols: slice) -> Val:
+    """The entries of v's blocks in rows x cols (a row or column of a table)."""
+    kind = v.kind[:, rows, cols] if isinstance(v.kind, np.ndarray) else v.kind
+    text = np.broadcast_to(v.text, v.num.shape)[:, rows, cols] if v.text is not None else None
+    return Val(v.num[:, rows, cols], kind, text, is_ref=v.is_ref)
+
+
+@excel("LOOKUP", "Lookup & Reference", min_args=2, max_args=3, args="VRR")
+def lookup(args: list[Val | None], ctx: Context) -> Val:
+    """LOOKUP(x, lookup_vector, result_vector) and LOOKUP(x, array): always an approximate
+    match (MATCH type 1). The array form searches the first row of an array wider than tall,
+    else its first column, and returns the entry of the last row or column. A lookup_vector
+    of more than one row and column is searched the same way, and a result_vector of more
+    than one row and column is #VALUE!, as LibreOffice has them (Excel documents neither)."""
+    x, arr = argument(args, 0, ctx), argument(args, 1, ctx)
+    res = args[2] if len(args) > 2 else None
+    h, w = arr.num.shape[1:]
+    across = w > h
+    keys = _slice(arr, slice(0, 1), slice(None)) if across else _slice(arr, slice(None), slice(0, 1))
+    if res is None:             # the array form: the last row or column holds the results
+        res = _slice(arr, slice(h - 1, h), slice(None)) if across else _slice(arr, slice(None), slice(w - 1, w))
+    shape = _shape(x, Val(arr.num[:, :1, :1], NUM), Val(res.num[:, :1, :1], NUM))
+    if res.num.shape[1] != 1 and res.num.shape[2] != 1:
+        return _finish(Val(torch.zeros(shape, dtype=torch.float64, device=ctx.device), NUM),
+                       _merge(shape, _codes(x), np.full(shape, VALUE, dtype=object)))
+    length = res.num.shape[1] * res.num.shape[2]
+    mode = np.full(shape, ASCENDING, dtype=np.int64)
+    keys_flat = keys.num.reshape(keys.num.shape[0], -1)
+    try:
+        pos = _locate(x, mode, _Keys.of(keys))
+    except HostRead as exc:     # x or the searched entries depend on the parameters
+        if ctx.checked or x.uniform() not in (NUM, BOOL):
+            raise
+        at = lookup_torch.locate_val(x, mode, keys_flat, keys.kinds().reshape(keys_flat.shape[0], -1))
+        kind = lookup_torch.picked_kind(res.kinds(), exc)
+        if res.is_ref and length < keys_flat.shape[1]:
+            raise UnsupportedFormula("LOOKUP with a result_vector shorter than its lookup_vector") from exc
+        num = lookup_torch.take(res.num, at.clamp(max=length - 1), (at >= 0) & (at < length))
+        return replace(_finish(Val(num, kind), _merge(shape, _codes(x), _direct_error(arr))), blank_is_value=True)
+    beyond = pos >= length
+    if beyond.any() and res.is_ref:
+        # Excel (and LibreOffice) read past the end of a short result range, cells xl2nn
+        # does not hold: no value rather than a guess.
+        raise UnsupportedFormula("LOOKUP finds a position past the end of its result_vector")
+    err = _merge(shape, _codes(x), _direct_error(arr), _where((pos < 0) | beyond, NA))
+    ok = (pos >= 0) & ~beyond
+    found = _take(res, np.where(ok, pos, 0), ok)
+    found.is_ref = False
+    return replace(_finish(found, err), blank_is_value=True)
 
 
 @excel("INDEX", "Lookup & Reference", min_args=2, max_args=4, args="RVV")
@@ -558,13 +674,19 @@ def _choose_entries(idx: Val, options: list[Val], ctx: Context) -> Val:
 
 
 def _extent(args: list[Val | None], ctx: Context, axis: int) -> Val:
-    """ROWS and COLUMNS: the size of a range or array. A single value that is not a
-    reference is #VALUE! (its own error if it is one), as LibreOffice has it."""
+    """ROWS and COLUMNS: the size of a range or array; an error passes through. A single
+    value that is not a reference is refused: a one-entry array ({1}, TRANSPOSE(A1), a FILTER
+    keeping one row) is 1, a plain number #VALUE! in LibreOffice (Excel does not document it),
+    and the two arrive here alike."""
     v = argument(args, 0, ctx)
     size = Val(torch.full((1, 1, 1), float(v.num.shape[axis]), dtype=torch.float64, device=ctx.device), NUM)
     if v.is_ref or v.num.shape[1:] != (1, 1):
         return size
-    return _finish(size, _merge(v.num.shape, _codes(v), np.full(v.num.shape, VALUE, dtype=object)))
+    codes = _codes(v)
+    if codes is not None and all(c is not None for c in np.asarray(codes, dtype=object).reshape(-1)):
+        return _finish(size, _merge(v.num.shape, codes, np.full(v.num.shape, VALUE, dtype=object)))
+    raise UnsupportedFormula("ROWS or COLUMNS of a single value that is not a reference: a one-entry array "
+                             "counts 1, a plain number is #VALUE! in LibreOffice, and xl2nn cannot tell them apart")
 
 
 @excel("ROWS", "Lookup & Reference", min_args=1, max_args=1, differentiable=False, args="R")
@@ -577,4 +699,5 @@ def columns(args: list[Val | None], ctx: Context) -> Val:
     return _extent(args, ctx, 2)
 
 
-__all__ = ["match", "vlookup", "hlookup", "index", "choose", "rows", "columns"]
+__all__ = ["bisect", "choose", "columns", "hlookup", "index", "lookup", "match", "rows", "run_ends",
+           "vlookup"]

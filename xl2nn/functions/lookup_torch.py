@@ -85,29 +85,113 @@ def _exact(x: torch.Tensor, row: np.ndarray, vals: torch.Tensor, valid: np.ndarr
     return torch.where(eq.any(dim=1), eq.to(torch.uint8).argmax(dim=1), -1)   # argmax: the first
 
 
+def run_ends(packed: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """lookup.run_ends as ops: the last position of the run of equal entries starting at each
+    packed entry (a reversed running minimum over the positions where a run breaks)."""
+    n = packed.shape[1]
+    at = torch.arange(n, device=packed.device)
+    brk = torch.ones(packed.shape, dtype=torch.bool, device=packed.device)
+    if n > 1:
+        brk[:, :-1] = packed[:, 1:] != packed[:, :-1]
+    brk = brk | (at[None, :] >= count[:, None] - 1)
+    idx = torch.where(brk, at, n - 1)
+    return torch.flip(torch.cummin(torch.flip(idx, [1]), dim=1).values, [1])
+
+
 def _binary_search(x: torch.Tensor, up: np.ndarray, row: np.ndarray, vals: torch.Tensor,
                    valid: np.ndarray) -> torch.Tensor:
-    """Excel's approximate match (lookup._binary_search): the same lo/hi/mid steps among the
-    valid entries, for every query at once. A search over m entries ends after m.bit_length()
-    steps; every query runs n.bit_length() of them, the ones already done unchanged."""
+    """Excel's approximate match (lookup._binary_search, lookup.bisect): the same first/last/mid
+    steps among the valid entries, for every query at once, n.bit_length() + 1 of them (each
+    step at least halves last - first), the queries already done unchanged."""
     dev = x.device
     n = vals.shape[1]
     if n == 0:
         return torch.full(x.shape, -1, dtype=torch.int64, device=dev)
     order = torch.as_tensor(np.argsort(~valid, axis=1, kind="stable"), device=dev)  # valid first
     packed = vals.gather(1, order)
+    ends = run_ends(packed, torch.as_tensor(valid.sum(axis=1), device=dev))
     r = torch.as_tensor(row, device=dev)
     up_t = torch.as_tensor(up, device=dev)
-    lo = torch.zeros(x.shape, dtype=torch.int64, device=dev)
-    hi = torch.as_tensor(valid.sum(axis=1)[row] - 1, dtype=torch.int64, device=dev)
-    for _ in range(n.bit_length()):
-        active = lo <= hi
-        mid = torch.div(lo + hi, 2, rounding_mode="floor")
-        v = packed[r, mid.clamp(0, n - 1)]
-        right = torch.where(up_t, v <= x, v >= x)
-        lo = torch.where(active & right, mid + 1, lo)
-        hi = torch.where(active & ~right, mid - 1, hi)
-    return torch.where(hi >= 0, order[r, hi.clamp(min=0)], -1)
+    m = torch.as_tensor(valid.sum(axis=1)[row], dtype=torch.int64, device=dev)
+    first = torch.zeros(x.shape, dtype=torch.int64, device=dev)
+    last = m - 1
+    hit = torch.zeros_like(first)
+    found = torch.full_like(first, -1)
+    done = m <= 0
+    for _ in range(n.bit_length() + 1):
+        span = last - first
+        active = ~done & (span > 0)
+        mid = (first + torch.div(span, 2, rounding_mode="floor")).clamp(0, n - 1)
+        v = packed[r, mid]
+        eq = active & (v == x)
+        lt = v < x
+        found = torch.where(eq, ends[r, mid], found)
+        one = active & ~eq & (span == 1)
+        hit = torch.where(one, torch.where(lt == up_t, last, first), hit)
+        more = active & ~eq & (span > 1)
+        first = torch.where(more & (lt == up_t), mid, first)
+        last = torch.where(more & (lt != up_t), mid, last)
+        done = done | eq | one
+    vh = packed[r, hit.clamp(0, n - 1)]
+    tail = (hit == m - 1) & torch.where(up_t, vh <= x, vh >= x)
+    res = torch.where(found >= 0, found, torch.where(tail, hit, hit - 1))
+    res = torch.where(m <= 0, -1, res)
+    return torch.where(res >= 0, order[r, res.clamp(0, n - 1)], -1)
+
+
+def xmatch(x: torch.Tensor, mm: np.ndarray, sm: np.ndarray, row: np.ndarray, vals: torch.Tensor,
+           valid: np.ndarray) -> torch.Tensor:
+    """xlookup.locate for numeric queries x (Q,) as ops: each query's 0-based position among
+    vals (Fa, n) where `valid`, -1 where none; mm/sm each query's match and search mode
+    (host metadata), row its row of vals."""
+    x, vals = x.detach(), vals.detach()
+    dev = x.device
+    n = vals.shape[1]
+    if n == 0:
+        return torch.full(x.shape, -1, dtype=torch.int64, device=dev)
+    row = row if vals.shape[0] > 1 else np.zeros_like(row)
+    r = torch.as_tensor(row, device=dev)
+    valid_t = torch.as_tensor(valid, device=dev)
+    mm_t = torch.as_tensor(mm, device=dev)
+    desc = torch.as_tensor(sm < 0, device=dev)
+    # Linear: the target value (x, or the nearest below / above it among the valid entries),
+    # then its first (last, searching backward) occurrence. A NaN entry (an error while
+    # training) is never equal, below or above: skipped, as an error cell is.
+    v, ok = vals[r], valid_t[r]
+    xs = x[:, None]
+    inf = torch.full((), float("inf"), dtype=vals.dtype, device=dev)
+    lo = torch.where(ok & (v <= xs), v, -inf).amax(dim=1)
+    hi = torch.where(ok & (v >= xs), v, inf).amin(dim=1)
+    target = torch.where(mm_t == -1, lo, torch.where(mm_t == 1, hi, x))
+    hit = ok & (v == target[:, None])
+    first = hit.to(torch.uint8).argmax(dim=1)
+    last = n - 1 - hit.flip(1).to(torch.uint8).argmax(dim=1)
+    linear = torch.where(hit.any(dim=1), torch.where(desc, last, first), -1)
+    # Binary: a lower bound among the valid entries (packed first, in order).
+    order = torch.as_tensor(np.argsort(~valid, axis=1, kind="stable"), device=dev)
+    packed = vals.gather(1, order)
+    m = torch.as_tensor(valid.sum(axis=1)[row], dtype=torch.int64, device=dev)
+    p = torch.zeros(x.shape, dtype=torch.int64, device=dev)
+    top = m.clone()
+    for _ in range(n.bit_length() + 1):
+        active = p < top
+        mid = torch.div(p + top, 2, rounding_mode="floor").clamp(0, n - 1)
+        w = packed[r, mid]
+        go = torch.where(desc, w > x, w < x)
+        p = torch.where(active & go, mid + 1, p)
+        top = torch.where(active & ~go, mid, top)
+    exact = (p < m) & (packed[r, p.clamp(0, n - 1)] == x)
+    before = torch.where(desc, mm_t == 1, mm_t == -1)
+    after = torch.where(desc, mm_t == -1, mm_t == 1)
+    res = torch.where(exact, p, torch.where(before, p - 1, torch.where(after & (p < m), p, -1)))
+    res = torch.where((res >= 0) & (res < m), res, -1)
+    binary = torch.where(res >= 0, order[r, res.clamp(0, n - 1)], -1)
+    is_binary = torch.as_tensor(np.abs(sm) == 2, device=dev)
+    pos = torch.where(is_binary, binary, linear)
+    # An error as the query finds nothing; a bisection through an error entry has no sound
+    # answer (the sheet skips the entry, the NaN comparisons would not): an error too.
+    unsound = (~torch.isfinite(vals) & valid_t).any(dim=1)[r]
+    return torch.where(~torch.isfinite(x) | (is_binary & unsound), -1, pos)
 
 
 def whole(t: torch.Tensor) -> torch.Tensor:
@@ -138,4 +222,4 @@ def take(src: torch.Tensor, flat: torch.Tensor, ok: torch.Tensor) -> torch.Tenso
     return torch.where(ok, num, float("nan"))
 
 
-__all__ = ["index_of", "locate", "locate_val", "picked_kind", "take", "whole"]
+__all__ = ["index_of", "locate", "locate_val", "picked_kind", "run_ends", "take", "whole", "xmatch"]

@@ -249,8 +249,11 @@ def sequence(args: list[Val | None], ctx: Context) -> Val:
         if v is None:
             size.append(default)
             continue
-        if not v.numeric or bool((v.num != v.num.reshape(-1)[0]).any()):
+        if not v.numeric:
             return scalar(VALUE, ctx.device)
+        if bool((v.num != v.num.reshape(-1)[0]).any()):
+            from .arrays import Ragged      # sizes differ from cell to cell: computed one by one
+            raise Ragged("SEQUENCE makes arrays of different sizes in the cells of one formula")
         size.append(int(math.trunc(float(v.num.reshape(-1)[0]))))
     rows, cols = size
     if rows < 1 or cols < 1:

@@ -46,11 +46,11 @@ class Function:
 
 FUNCTIONS: dict[str, Function] = {}
 
-# Excel recomputes these on every change (random numbers, the clock, references built at run
-# time). xl2nn does not: their cells keep the workbook's cached values, a snapshot, and a
-# model may read them only as constants.
-VOLATILE = frozenset({"RAND", "RANDBETWEEN", "RANDARRAY", "NOW", "TODAY", "OFFSET", "INDIRECT",
-                      "CELL", "INFO"})
+# Excel recomputes these on every change (random numbers, the clock, the environment). xl2nn
+# does not: their cells keep the workbook's cached values, a snapshot, and a model may read
+# them only as constants. (OFFSET and INDIRECT, volatile to Excel too, are computed: see
+# functions/reference.py.)
+VOLATILE = frozenset({"RAND", "RANDBETWEEN", "RANDARRAY", "NOW", "TODAY", "CELL", "INFO"})
 
 
 def excel(name: str, category: str, *, min_args: int = 0, max_args: int = 255,

@@ -13,9 +13,10 @@ from ..arrays import unique
 from ..cells import Area, a1, cell_name
 from ..errors import FormulaError
 from ..formula import FormulaParser
-from ..formula.ast import Call, Node, Ref, refs, to_text, walk
+from ..formula.ast import Call, Node, Ref, to_text, walk
 from ..reader.workbook import Workbook
-from .intersect import candidates, inside, rewrite
+from .intersect import candidates, inside, rewrite, single_references
+from .references import read_refs
 
 
 UNPARSABLE = "(unparsable formula)"
@@ -31,6 +32,9 @@ class Family:
     array: Area | None = None  # array formula: evaluated once at the anchor, fills this range
     deps: set[int] = field(default_factory=set)
     written: Node | None = None  # the AST as written, where implicit intersection changed it
+    # Where its computed references (OFFSET, INDIRECT, ...) land, once worked out
+    # (compiler/resolve.py): blocks it reads besides its plain references.
+    targets: list[Area] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -154,6 +158,9 @@ def _intersect(rows: np.ndarray, cols: np.ndarray, aid: np.ndarray, asts: list[N
     aid = aid.copy()
     variants: dict[tuple[Node, int], int] = {}
     for a in range(len(plain)):
+        # A computed reference (OFFSET, INDIRECT) read as one value is intersected when it is
+        # computed: marked here with the @ operator, as Excel 365 writes it.
+        asts[a] = single_references(asts[a], array=not plain[a])
         cands = candidates(asts[a], array=not plain[a])
         if not cands:
             continue
@@ -166,7 +173,7 @@ def _intersect(rows: np.ndarray, cols: np.ndarray, aid: np.ndarray, asts: list[N
             new = variants.setdefault((node, a), len(asts))
             if new == len(asts):
                 asts.append(node)
-                written.append(asts[a])
+                written.append(written[a])
             aid[at[code == c]] = new
     return aid
 
@@ -272,7 +279,7 @@ def split(fam: Family, next_id: int) -> list[Family]:
 
 def _reads_itself(fam: Family) -> bool:
     a = fam.area
-    for ref in refs(fam.ast):
+    for ref in read_refs(fam.ast):
         if ref.sheet != fam.sheet:
             continue
         top, left, bottom, right = ref.bounds(fam.rows, fam.cols)

@@ -1,16 +1,16 @@
 """The dependency graph between families, and the order to evaluate them in."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..arrays import grown, unique
-from ..cells import MAX_COL, MAX_ROW, Area, cell_name
-from ..errors import CircularReference
-from ..formula.ast import Ref, refs
+from ..cells import MAX_COL, MAX_ROW, Area
+from ..formula.ast import Ref
 from ..reader.workbook import Workbook
 from .families import Family, ParseProblem, build_families, rectangles, split
+from .references import read_refs
 
 
 class OwnerMap:
@@ -57,11 +57,12 @@ def ref_bounds(ref: Ref, fam: Family) -> tuple[int, int, int, int]:
 
 
 def reads_any(fam: Family, areas: list[Area]) -> bool:
-    """Does any reference's block (over the whole family) overlap one of `areas`?"""
-    for ref in set(refs(fam.ast)):
-        r1, c1, r2, c2 = ref_bounds(ref, fam)
+    """Does any reference's block (over the whole family) overlap one of `areas`? Computed
+    references (OFFSET, INDIRECT) count where they land (Family.targets)."""
+    blocks = [Area(ref.sheet, *ref_bounds(ref, fam)) for ref in set(read_refs(fam.ast))] + fam.targets
+    for b in blocks:
         for a in areas:
-            if a.sheet == ref.sheet and r1 <= a.r2 and a.r1 <= r2 and c1 <= a.c2 and a.c1 <= c2:
+            if a.sheet == b.sheet and b.r1 <= a.r2 and a.r1 <= b.r2 and b.c1 <= a.c2 and a.c1 <= b.c2:
                 return True
     return False
 
@@ -70,8 +71,25 @@ def reads_any(fam: Family, areas: list[Area]) -> bool:
 class Graph:
     families: list[Family]
     owners: OwnerMap
-    order: list[int]
+    order: list[int]            # evaluation order; each cycle's families are listed together
     problems: list[ParseProblem]
+    # Circular references that remain after recurrences are split: each a strongly connected
+    # component of families (single cells or array formulas), in reading order.
+    cycles: list[list[int]] = field(default_factory=list)
+    # Whether computed references (OFFSET, INDIRECT) have their targets among the families'
+    # dependencies yet (compiler/resolve.py adds them, and reorders).
+    resolved: bool = False
+
+    def __post_init__(self) -> None:
+        self._cycle_of = {f: c for c in self.cycles for f in c}
+
+    def cycle_of(self, fid: int) -> list[int] | None:
+        """The cycle (its families) that family `fid` is on, or None."""
+        return self._cycle_of.get(fid)
+
+    def cycles_among(self, ids: set[int]) -> list[list[int]]:
+        """The cycles with a family in `ids`."""
+        return [c for c in self.cycles if c[0] in ids]
 
     def family_at(self, sheet: str, row: int, col: int) -> Family | None:
         grid = self.owners.owner.get(sheet)
@@ -84,11 +102,13 @@ class Graph:
         """The families of `seed` and those that read one of them, directly or through others,
         taking only families in `within` when it is given."""
         out: set[int] = set()
-        for fid in self.order:      # a family's dependencies come before it
+        for fid in self.order:      # a family's dependencies come before it, or are on its cycle
             if within is not None and fid not in within:
                 continue
             if fid in seed or self.families[fid].deps & out:
-                out.add(fid)
+                # On a cycle every family reads every other, also those listed before it.
+                cycle = self.cycle_of(fid) or [fid]
+                out.update(f for f in cycle if within is None or f in within)
         return out
 
     def reading(self, areas: list[Area], among: set[int] | None = None) -> set[int]:
@@ -121,7 +141,8 @@ def build_graph(wb: Workbook) -> Graph:
         _link(families, owners)
         # A run that reads its own cells (row k from row k-1), or runs that read each other's
         # (an SGD sheet: b in row k is row k-1's "new b", computed from row k-1's b), is a
-        # recurrence: one op per cell. A cycle of single cells is a real circular reference.
+        # recurrence: one op per cell. A cycle of single cells is a real circular reference
+        # (computed by iteration where the workbook asks for it, compiler/grid.py).
         cyclic = _cyclic(families)
         loops = [f for f in families if f.id in cyclic and f.size > 1 and f.array is None]
         if not loops:
@@ -134,26 +155,40 @@ def build_graph(wb: Workbook) -> Graph:
             f.deps = set()
         families = keep
         owners = _claim_all(wb, families)
-    return Graph(families, owners, _topological(families, wb.path), problems)
+    cycles = [sorted(c, key=lambda f: _reading_key(wb, families[f])) for c in _cycles(families)]
+    cycles.sort(key=lambda c: _reading_key(wb, families[c[0]]))
+    return Graph(families, owners, _topological(families, cycles), problems, cycles)
+
+
+def _reading_key(wb: Workbook, fam: Family) -> tuple[int, int, int]:
+    """Sheet tab order, then row, then column: the order a cycle's cells are computed in within
+    an iteration (Excel's own order follows its calculation chain, which it does not document)."""
+    sheet = wb.sheets.get(fam.sheet)
+    return (sheet.index if sheet is not None else 0, fam.area.r1, fam.area.c1)
 
 
 def _sources(fam: Family, owners: OwnerMap) -> list[frozenset[int]]:
     """Per reference, the families owning what it reads (the family's own cells excepted)."""
     out = []
-    for ref in refs(fam.ast):
+    for ref in read_refs(fam.ast):
         got = {int(x) for x in owners.owners_in(ref.sheet, *ref_bounds(ref, fam))}
         out.append(frozenset(got - {fam.id}))
     return out
 
 
 def _cyclic(families: list[Family]) -> set[int]:
-    """Ids of the families on a dependency cycle: a self-loop or a strongly connected
-    component of two or more (Tarjan's algorithm, iterative: sheets can be deep)."""
+    """Ids of the families on a dependency cycle."""
+    return {f for c in _cycles(families) for f in c}
+
+
+def _cycles(families: list[Family]) -> list[list[int]]:
+    """The dependency cycles: each a self-loop or a strongly connected component of two or
+    more families (Tarjan's algorithm, iterative: sheets can be deep)."""
     index: dict[int, int] = {}
     low: dict[int, int] = {}
     stack: list[int] = []
     on_stack: set[int] = set()
-    out: set[int] = set()
+    out: list[list[int]] = []
     counter = 0
     for root in (f.id for f in families):
         if root in index:
@@ -189,7 +224,7 @@ def _cyclic(families: list[Family]) -> set[int]:
                     if top == node:
                         break
                 if len(component) > 1 or node in families[node].deps:
-                    out.update(component)
+                    out.append(component)
     return out
 
 
@@ -204,49 +239,51 @@ def _claim_all(wb: Workbook, families: list[Family]) -> OwnerMap:
 def _link(families: list[Family], owners: OwnerMap) -> None:
     for f in families:
         deps: set[int] = set()
-        for ref in set(refs(f.ast)):
+        for ref in set(read_refs(f.ast)):     # OFFSET's base, ROW's argument: not read
             deps.update(int(x) for x in owners.owners_in(ref.sheet, *ref_bounds(ref, f)))
         f.deps = deps
 
 
-def _topological(families: list[Family], label: str) -> list[int]:
-    indegree = {f.id: 0 for f in families}
-    users: dict[int, list[int]] = {f.id: [] for f in families}
+def _topological(families: list[Family], cycles: list[list[int]]) -> list[int]:
+    """Dependency order, each cycle taken as one node and listed as its families in order."""
+    node = {f.id: f.id for f in families}      # a family's node: itself, or its cycle's first family
+    members: dict[int, list[int]] = {}
+    for c in cycles:
+        members[c[0]] = c
+        for f in c:
+            node[f] = c[0]
+    indegree = {f.id: 0 for f in families if node[f.id] == f.id}
+    users: dict[int, list[int]] = {n: [] for n in indegree}
     for f in families:
         for d in f.deps:
-            if d != f.id:
-                indegree[f.id] += 1
-                users[d].append(f.id)
-    self_loops = [f for f in families if f.id in f.deps]
-    if self_loops:
-        _raise_cycle(families, [self_loops[0].id], label)
-    ready = [fid for fid, n in indegree.items() if n == 0]
+            if node[d] != node[f.id]:
+                indegree[node[f.id]] += 1
+                users[node[d]].append(node[f.id])
+    ready = [n for n, k in indegree.items() if k == 0]
     order: list[int] = []
     while ready:
-        fid = ready.pop()
-        order.append(fid)
-        for u in users[fid]:
+        n = ready.pop()
+        order.extend(members.get(n, [n]))
+        for u in users[n]:
             indegree[u] -= 1
             if indegree[u] == 0:
                 ready.append(u)
-    if len(order) != len(families):
-        left = {fid for fid, n in indegree.items() if n > 0}
-        _raise_cycle(families, _find_cycle(families, left), label)
     return order
 
 
-def _find_cycle(families: list[Family], left: set[int]) -> list[int]:
-    start = min(left)
-    path: list[int] = []
-    seen: dict[int, int] = {}
-    node = start
-    while node not in seen:
-        seen[node] = len(path)
-        path.append(node)
-        node = next(d for d in families[node].deps if d in left)
-    return path[seen[node]:]
+def cycle_text(graph: Graph, cycle: list[int], most: int = 6) -> str:
+    """'s!B1, s!C1': a cycle's cells in reading order (its first `most`, then how many in all)."""
+    names = [str(graph.families[f].area) if graph.families[f].array is not None else graph.families[f].cell()
+             for f in cycle]
+    return ", ".join(names) if len(names) <= most else ", ".join(names[:most]) + f", … ({len(names)} cells in all)"
 
 
-def _raise_cycle(families: list[Family], cycle: list[int], label: str) -> None:
-    names = [cell_name(families[i].sheet, int(families[i].rows[0]), int(families[i].cols[0])) for i in cycle]
-    raise CircularReference(f"{label}: circular reference: " + " -> ".join(names + names[:1]))
+def reorder(wb: Workbook, graph: Graph) -> None:
+    """The cycles and the order again, after dependencies were added to families (where
+    computed references land)."""
+    families = graph.families
+    cycles = [sorted(c, key=lambda f: _reading_key(wb, families[f])) for c in _cycles(families)]
+    cycles.sort(key=lambda c: _reading_key(wb, families[c[0]]))
+    graph.cycles = cycles
+    graph.__post_init__()
+    graph.order = _topological(families, cycles)

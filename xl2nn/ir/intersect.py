@@ -21,6 +21,7 @@ import numpy as np
 
 from ..formula.ast import Binary, Call, ErrorLit, Node, Ref, Unary
 from ..functions import FUNCTIONS
+from ..functions.reference import REFERENCE_CALLS
 
 VALUE, REFERENCE, ARRAY = "V", "R", "A"
 
@@ -85,6 +86,28 @@ def _single(ref: Ref) -> Node:
     return Ref(ref.sheet, 0, 0, 0, 0)
 
 
+def single_references(ast: Node, array: bool = False) -> Node:
+    """`ast` with each computed reference (OFFSET, INDIRECT, the ':' operator between them)
+    that it reads as one value put under @ (SINGLE): where such a reference lands is known only
+    when it is computed, so it is intersected then. The same object when there is none."""
+    def go(node: Node, ctx: str, under_single: bool) -> Node:
+        if isinstance(node, Binary):
+            left, right = go(node.left, _operand(ctx), False), go(node.right, _operand(ctx), False)
+            return node if (left, right) == (node.left, node.right) else Binary(node.op, left, right)
+        if isinstance(node, Unary):
+            arg = go(node.arg, _operand(ctx), False)
+            return node if arg is node.arg else Unary(node.op, arg)
+        if not isinstance(node, Call):
+            return node
+        args = tuple(go(a, _argument(node, i, ctx), node.name == "SINGLE") for i, a in enumerate(node.args))
+        out = node if all(x is y for x, y in zip(args, node.args)) else Call(node.name, args)
+        if ctx == VALUE and not under_single and node.name in REFERENCE_CALLS:
+            return Call("SINGLE", (out,))
+        return out
+
+    return go(ast, ARRAY if array else VALUE, False)
+
+
 def rewrite(ast: Node, hits: tuple[bool, ...], array: bool = False) -> Node:
     """`ast` with its k-th candidate replaced by the cell it intersects (hits[k]) or #VALUE!."""
     it = iter(hits)
@@ -105,4 +128,4 @@ def rewrite(ast: Node, hits: tuple[bool, ...], array: bool = False) -> Node:
     return go(ast, ARRAY if array else VALUE)
 
 
-__all__ = ["candidates", "inside", "rewrite"]
+__all__ = ["candidates", "inside", "rewrite", "single_references"]

@@ -30,6 +30,7 @@ _ENTITY = re.compile(r"&(lt|gt|amp|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 _INLINE_T = re.compile(rb"<t(?:\s[^>]*)?>([^<]*)</t>")
 _PHONETIC = re.compile(rb"<rPh\b.*?</rPh>", re.S)
+_CM = re.compile(rb' cm="([0-9]+)"')
 
 
 class Unusual(Exception):
@@ -381,6 +382,10 @@ def _scan(body: bytes, start: int, stop: int, shared: list[str]) -> Scanned:
                 raise Unusual("formula holds markup")
             text = unescape(body[end + 1:text_end].decode())
         ci = int(fci[i])
+        if attrs.get("t") == "array":     # the cell's cm="k": a dynamic array (see xlsx.py)
+            cm = _CM.search(body, int(cs[ci]), int(tag_end[ci]))
+            if cm is not None:
+                attrs["cm"] = cm.group(1).decode()
         out.formulas.append(((int(rows[ci]), int(cols[ci])), attrs, text))
     out.spans = ValueSpans(rows.astype(np.int32), cols.astype(np.int32), kind, vo, ve, vci.astype(np.int32))
     return out

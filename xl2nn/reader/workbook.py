@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from ..cells import Area
 from .store import CellValues, Formula, Formulas
 
-__all__ = ["Workbook", "Sheet", "Table", "DefinedName", "Formula", "Formulas", "CellValues"]
+__all__ = ["CalcSettings", "Workbook", "Sheet", "Table", "DefinedName", "Formula", "Formulas", "CellValues"]
 
 
 @dataclass
@@ -30,6 +30,9 @@ class Sheet:
     values: CellValues = field(default_factory=CellValues)   # constants and cached values
     formulas: Formulas = field(default_factory=Formulas)
     arrays: list[tuple[Area, str]] = field(default_factory=list)
+    # Anchors of the arrays Excel 365 saved as dynamic arrays (cm pointing at XLDAPR metadata):
+    # they spill, and re-spill when their size changes; the others are legacy (CSE) arrays.
+    dynamic: set[tuple[int, int]] = field(default_factory=set)
     max_row: int = 0
     max_col: int = 0
     state: str = "visible"
@@ -57,6 +60,16 @@ class DefinedName:
     hidden: bool = False
 
 
+@dataclass(frozen=True)
+class CalcSettings:
+    """Excel's iterative calculation (File > Options > Formulas), from workbook.xml's
+    <calcPr iterate="1" iterateCount="100" iterateDelta="0.001">; absent attributes take
+    the OOXML defaults, which are Excel's."""
+    iterate: bool = False       # circular references are iterated (else: an error in Excel)
+    count: int = 100            # at most this many iterations per recalculation
+    delta: float = 0.001        # stop once no cell of the cycle changes by this much or more
+
+
 @dataclass
 class Workbook:
     path: str
@@ -65,6 +78,7 @@ class Workbook:
     names: list[DefinedName]
     warnings: list[str] = field(default_factory=list)
     active_sheet: str | None = None   # the sheet the workbook opens on (Excel's activeTab)
+    calc: CalcSettings = field(default_factory=CalcSettings)
 
     def sheet(self, name: str) -> Sheet:
         for s in self.sheets.values():

@@ -23,7 +23,7 @@ from ..errors import BadInput
 from ..ooxml import (M, MAX_PART_BYTES, ZIP_ERRORS, parse_xml, part_relationships, read_part, sheet_parts, why_unreadable,
                      workbook_part)
 from .scan import scan, sheet_data
-from .workbook import DefinedName, Formula, Sheet, Table, Workbook
+from .workbook import CalcSettings, DefinedName, Formula, Sheet, Table, Workbook
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
@@ -167,15 +167,17 @@ def _read(p: Path, label: str) -> Workbook:
         if total > 8 * MAX_PART_BYTES:
             raise BadInput(f"{label}: the workbook would inflate to {total:,} bytes; refusing")
         shared = _shared_strings(zf, label)
+        dynamic = _dynamic_cell_metadata(zf, label)
         wb = Workbook(path=label, sheets={}, tables={}, names=_defined_names(zf, label))
         for part in sheet_parts(zf, label):
             sheet = Sheet(name=part.name, index=part.index, state=part.state)
-            _read_sheet(zf, part.path, sheet, shared, label)
+            _read_sheet(zf, part.path, sheet, shared, label, dynamic)
             wb.sheets[sheet.name] = sheet
             for table in _tables(zf, part.path, sheet.name, label):
                 wb.tables[table.name.lower()] = table
         active = wb.sheet_by_index(_active_tab(zf, label))
         wb.active_sheet = active.name if active is not None else None
+        wb.calc = _calc_settings(zf, label)
     return wb
 
 
@@ -187,6 +189,27 @@ def _active_tab(zf: zipfile.ZipFile, label: str) -> int:
         return int(view.get("activeTab", "0")) if view is not None else 0
     except ValueError:
         return 0
+
+
+def _calc_settings(zf: zipfile.ZipFile, label: str) -> CalcSettings:
+    """<calcPr iterate iterateCount iterateDelta>: whether circular references are iterated, and
+    how far. A value that is not a number keeps the default (as Excel does on opening)."""
+    wb = workbook_part(zf, label)
+    el = next(parse_xml(read_part(zf, wb, label), label, wb).iter(M + "calcPr"), None)
+    if el is None:
+        return CalcSettings()
+    default = CalcSettings()
+    try:
+        count = min(32767, max(1, int(el.get("iterateCount", default.count))))   # Excel's range
+    except ValueError:
+        count = default.count
+    try:
+        delta = abs(float(el.get("iterateDelta", default.delta)))
+    except ValueError:
+        delta = default.delta
+    if delta != delta:          # NaN
+        delta = default.delta
+    return CalcSettings(el.get("iterate", "0").strip().lower() in ("1", "true"), count, delta)
 
 
 def _shared_strings(zf: zipfile.ZipFile, label: str) -> list[str]:
@@ -203,6 +226,36 @@ def _shared_strings(zf: zipfile.ZipFile, label: str) -> list[str]:
         parts += [t.text or "" for r in si.findall(M + "r") for t in r.findall(M + "t")]
         out.append("".join(parts))
     return out
+
+
+def _dynamic_cell_metadata(zf: zipfile.ZipFile, label: str) -> frozenset[str]:
+    """The cm="k" values that mark a cell as a dynamic array: xl/metadata.xml's k-th
+    <cellMetadata> block names (rc t, v) the XLDAPR metadata type and its v-th future-metadata
+    block, whose dynamicArrayProperties say fDynamic="1". Excel 365 writes exactly one."""
+    wb = workbook_part(zf, label)
+    path = next((t for typ, t in part_relationships(zf, wb, label).values()
+                 if typ.endswith("/sheetMetadata")), None)
+    if path is None or path not in zf.namelist():
+        return frozenset()
+    root = parse_xml(read_part(zf, path, label), label, path)
+    types = [el.get("name", "") for el in root.iter(M + "metadataType")]
+    flags: list[bool] = []
+    for fm in root.iter(M + "futureMetadata"):
+        if fm.get("name") == "XLDAPR":
+            for bk in fm.findall(M + "bk"):
+                props = [el for el in bk.iter() if el.tag.endswith("}dynamicArrayProperties")]
+                flags.append(bool(props) and props[0].get("fDynamic") in ("1", "true"))
+    out = set()
+    cell_md = root.find(M + "cellMetadata")
+    for k, bk in enumerate(cell_md.findall(M + "bk") if cell_md is not None else [], start=1):
+        for rc in bk.findall(M + "rc"):
+            try:
+                t, v = int(rc.get("t", "0")), int(rc.get("v", "0"))
+            except ValueError:
+                continue
+            if 1 <= t <= len(types) and types[t - 1] == "XLDAPR" and 0 <= v < len(flags) and flags[v]:
+                out.add(str(k))
+    return frozenset(out)
 
 
 def _defined_names(zf: zipfile.ZipFile, label: str) -> list[DefinedName]:
@@ -254,7 +307,8 @@ def _cached(t: str | None, v: str | None, inline: str | None, shared: list[str])
     return float(v)
 
 
-def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str], label: str) -> None:
+def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str], label: str,
+                dynamic: frozenset[str] = frozenset()) -> None:
     info = zf.getinfo(path) if path in zf.namelist() else None
     if info is None:
         raise BadInput(f"{label}: sheet {sheet.name!r} has no part {path}")
@@ -266,7 +320,7 @@ def _read_sheet(zf: zipfile.ZipFile, path: str, sheet: Sheet, shared: list[str],
         raise
     except (OSError, *ZIP_ERRORS) as exc:
         raise BadInput(f"{label}: cannot read sheet {sheet.name!r}: {why_unreadable(exc)}") from None
-    sink = _Formulas(sheet, label)
+    sink = _Formulas(sheet, label, dynamic)
     found = _fast_read(data, sheet, shared, sink, (info.CRC, info.file_size))
     if not found:
         _parse_sheet(data, sheet, shared, sink, label)
@@ -285,7 +339,8 @@ def _fast_read(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas", 
     sheet.max_row = max(sheet.max_row, found.max_row)
     sheet.max_col = max(sheet.max_col, found.max_col)
     for pos, attrs, text in found.formulas:
-        sink.formula(pos, attrs.get("t", "normal"), text or "", attrs.get("ref"), attrs.get("si", ""))
+        sink.formula(pos, attrs.get("t", "normal"), text or "", attrs.get("ref"), attrs.get("si", ""),
+                     attrs.get("cm"))
     sink.children(found.child_rows, found.child_cols, found.child_si)
     return True
 
@@ -318,7 +373,8 @@ def _parse_sheet(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas"
                     sheet.values[pos] = value
                 f_el = el.find(f_tag)
                 if f_el is not None:
-                    sink.formula(pos, f_el.get("t", "normal"), f_el.text or "", f_el.get("ref"), f_el.get("si", ""))
+                    sink.formula(pos, f_el.get("t", "normal"), f_el.text or "", f_el.get("ref"), f_el.get("si", ""),
+                                 el.get("cm"))
                 if pos[0] > sheet.max_row:
                     sheet.max_row = pos[0]
                 if pos[1] > sheet.max_col:
@@ -353,9 +409,10 @@ class _Formulas:
     """Collects a sheet's formulas as they are read; shared-formula children are kept as
     arrays of (row, col, si) and joined to their master's template at the end."""
 
-    def __init__(self, sheet: Sheet, label: str) -> None:
+    def __init__(self, sheet: Sheet, label: str, dynamic: frozenset[str] = frozenset()) -> None:
         self.sheet = sheet
         self.label = label
+        self.dynamic = dynamic          # the cm values that mean "a dynamic array"
         self.masters: dict[str, int] = {}
         self.child_rows: list[np.ndarray] = []
         self.child_cols: list[np.ndarray] = []
@@ -367,7 +424,8 @@ class _Formulas:
             self.child_cols.append(cols)
             self.child_si.append(si)
 
-    def formula(self, pos: tuple[int, int], kind: str, text: str, ref: str | None, si: str) -> None:
+    def formula(self, pos: tuple[int, int], kind: str, text: str, ref: str | None, si: str,
+                cm: str | None = None) -> None:
         sheet = self.sheet
         text = text.strip()
         if kind == "shared":
@@ -389,6 +447,8 @@ class _Formulas:
                 raise BadInput(f"{self.label}: {sheet.name}!{_a1(pos)}: bad array range {ref!r}") from None
             area = Area(sheet.name, r1, c1, r2, c2)
             sheet.arrays.append((area, text))
+            if cm is not None and cm in self.dynamic:
+                sheet.dynamic.add((r1, c1))
             t = sheet.formulas.add_template(Formula(text, pos, area))
             rr, cc = np.meshgrid(np.arange(r1, r2 + 1), np.arange(c1, c2 + 1), indexing="ij")
             sheet.formulas.add_shared(t, rr.reshape(-1), cc.reshape(-1))
