@@ -17,7 +17,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from xl2nn.api import load
-from xl2nn.cells import CellError, a1
+from xl2nn.cells import CellError, a1, col_letters
 from xl2nn.compiler.grid import recalculate
 from .libreoffice import find_soffice, recalculate_many
 
@@ -201,7 +201,15 @@ def workbook(rng: random.Random) -> dict:
     formulas = [expr(rng) for _ in range(rng.randint(3, 6))]
     # A quarter are array formulas (Ctrl+Shift+Enter, or what Excel 365 saves for a formula
     # that computes arrays), one per cell: no intersection, an array result shows its first entry.
-    return {"grid": grid, "formulas": formulas, "arrays": [k for k in range(len(formulas)) if rng.random() < 0.25]}
+    arrays = [k for k in range(len(formulas)) if rng.random() < 0.25]
+    iterate = rng.random() < 0.2
+    if iterate:
+        # Iterative calculation on, and a fixed point x = 0.5·x + c in each cell of a column (a
+        # circular reference to itself), |c| <= 1000 so that it converges within 100 iterations
+        # to 1E-12: there LibreOffice iterates as Excel documents (from the blank cell's 0).
+        own = col_letters(DATA_COLS + 3 + len(formulas))
+        formulas.append(f"0.5*{own}1+MIN(MAX({expr(rng, 2)},-1000),1000)")
+    return {"grid": grid, "formulas": formulas, "arrays": arrays, "iterate": iterate}
 
 
 # ------------------------------------------------------------------ the two engines
@@ -223,6 +231,8 @@ def _save(spec: dict, path: Path) -> None:
         for r in range(1, ROWS + 1):
             text = Translator(first, origin=a1(1, col)).translate_formula(a1(r, col))
             ws.cell(r, col, ArrayFormula(a1(r, col), text) if k in spec.get("arrays", ()) else text)
+    if spec.get("iterate"):
+        wb.calculation.iterate, wb.calculation.iterateCount, wb.calculation.iterateDelta = True, 100, 1e-12
     wb.save(path)
 
 
