@@ -63,8 +63,7 @@ def measure(workbook: str, sheet: str = "nnet", device: torch.device | None = No
     program and (optionally) the interpreter, interleaved in blocks on the same tensors;
     with `compiled`, also both under torch.compile (on CUDA, mode="reduce-overhead": CUDA graphs)."""
     device = device or pick_device("auto")
-    compiled = compile_workbook(workbook, sheet=sheet, device=device)
-    model = compiled.model
+    model = compile_workbook(workbook, sheet=sheet, device=device).model    # not `compiled`: the flag
     program = Program(model)
     grids = model.grids
     # The same tensors: the sheet's input block (G:P) and targets (A), rows 4 on.
