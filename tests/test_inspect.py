@@ -178,14 +178,15 @@ def test_titanic_layers_unchanged():
 
 def offsets(path: Path, solver: bool) -> Path:
     """400 volatile cells in each of two columns, each with its own constant (400 one-cell
-    families). (OFFSET is computed, not volatile to xl2nn: RAND stands in.)"""
+    families). (OFFSET is computed, not volatile to xl2nn, and RAND read by a model is dropout:
+    NOW stands in, a snapshot wherever it is.)"""
     wb = Workbook()
     ws = wb.active
     ws.title = "data"
     for r in range(2, 402):
         ws[f"A{r}"], ws[f"C{r}"] = r, 2 * r
-        ws[f"B{r}"] = f"=RAND()*{r - 1}"
-        ws[f"D{r}"] = f"=RAND()*{r - 1}*2"
+        ws[f"B{r}"] = f"=NOW()*{r - 1}"
+        ws[f"D{r}"] = f"=NOW()*{r - 1}*2"
         ws[f"E{r}"] = f"=(B{r}*$H$1+D{r}-$H$2)^2"
     ws["H1"], ws["H2"], ws["H3"] = 0.5, 1.0, "=AVERAGE(E2:E401)"
     ws["J1"] = "=BESSELJ(H1,1)"
@@ -202,16 +203,16 @@ def test_four_hundred_offset_cells_read_as_two_ranges(tmp_path, solver):
     rc, out, err = run_cli("inspect", str(f))
     assert rc == 0
     lines = out.splitlines()
-    assert "volatile  RAND (data!B2:B401, data!D2:D401): kept as their cached values (a snapshot)" in lines
+    assert "volatile  NOW (data!B2:B401, data!D2:D401): kept as their cached values (a snapshot)" in lines
     assert "unsupported BESSELJ (data!J1): not implemented, kept as their cached values" in lines
     grouped = [line for line in lines if line.startswith("  data!B2:B401")]
-    assert len(grouped) == 1 and grouped[0].endswith("=RAND()*1  (400 formulas like it)")
+    assert len(grouped) == 1 and grouped[0].endswith("=NOW()*1  (400 formulas like it)")
     assert max(len(line) for line in lines) < 150 and len(lines) < 30
     for line in err.splitlines():        # the model reads them: the snapshot warning is one short line
-        assert len(line) < 300 and "RAND in data!B2:B401, data!D2:D401" in line
+        assert len(line) < 300 and "NOW in data!B2:B401, data!D2:D401" in line
     assert bool(err) == solver
     info = inspect_json(f)
-    assert info["volatile"] == {"RAND": ["data!B2:B401", "data!D2:D401"]}
+    assert info["volatile"] == {"NOW": ["data!B2:B401", "data!D2:D401"]}
     assert info["unsupported"] == {"BESSELJ": ["data!J1"]}
 
 
@@ -219,7 +220,7 @@ def test_eval_warning_groups_cells(tmp_path):
     f = offsets(tmp_path / "off.xlsx", solver=False)
     rc, _, err = run_cli("eval", str(f), "-o", str(tmp_path / "out.xlsx"))
     assert rc == 0
-    assert "volatile RAND (data!B2:B401, data!D2:D401) (a snapshot)" in err and len(err) < 300
+    assert "volatile NOW (data!B2:B401, data!D2:D401) (a snapshot)" in err and len(err) < 300
 
 
 def test_merging_cells_into_rectangles():

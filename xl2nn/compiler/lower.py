@@ -534,8 +534,9 @@ def compile_model(wb: Workbook, graph: Graph, spec: ModelSpec, device: torch.dev
         dynamic = graph.dependents(graph.reading(spec.leaves, among=needed), within=needed)
     # RAND in cells that do not depend on the parameters (a dropout mask column): steps of the
     # model too, so that training can draw them afresh; their dependents join them.
+    # (Not where RAND moves a computed reference: where that lands is worked out once.)
     random = {f for f in needed - dynamic if unsupported(graph.families[f]) == {"RAND"}
-              and graph.families[f].array is None}
+              and graph.families[f].array is None and not has_targets(graph.families[f].ast)}
     snapshots = _check_supported(wb, graph, needed, dynamic, random)
     if must_reach and root.id not in dynamic:
         params = ", ".join(str(a) for a in spec.leaves)
