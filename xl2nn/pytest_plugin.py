@@ -33,11 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # `pytest --xl2nn samples` collects the workbooks, not the project's testpaths as well;
     # `pytest tests --xl2nn samples` does both.
     given = [str(p) for p in paths]
-    if config.args_source == pytest.Config.ArgsSource.ARGS:
+    sources = getattr(pytest.Config, "ArgsSource", None)          # pytest >= 7.2
+    if sources is None or config.args_source == sources.ARGS:
         config.args = list(config.args) + [a for a in given if a not in config.args]
     else:
         config.args = given
-        config.args_source = pytest.Config.ArgsSource.ARGS
+        config.args_source = sources.ARGS
 
 
 _ROOTS = pytest.StashKey[list]()
