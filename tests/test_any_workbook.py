@@ -302,3 +302,17 @@ def test_eval_of_a_file_without_cached_values_says_there_was_nothing_to_compare(
     wb.save(tmp_path / "plain.xlsx")
     rc, out, err = run_cli("eval", str(tmp_path / "plain.xlsx"), "-o", str(tmp_path / "o.xlsx"))
     assert rc == 0 and "compared  nothing: the file holds no cached numbers for its formula cells" in out, err
+
+
+def test_sheet_narrows_the_cells_not_recomputed_also_under_a_quoted_sheet_name(tmp_path):
+    """verify --sheet lists the cells it kept on that sheet, its name quoted in range texts."""
+    from openpyxl import Workbook
+    wb = Workbook()
+    wb.active.title = "it's"
+    wb.active["A1"], wb.active["B1"] = "=NOW()*0", "=A1+1"
+    other = wb.create_sheet("other")
+    other["A1"] = "=NOW()*0"
+    wb.save(tmp_path / "q.xlsx")
+    rc, report, err = _verify(str(tmp_path / "q.xlsx"), "--sheet", "it's")
+    assert rc == 0, err
+    assert report["not_recomputed"] == {"NOW": ["'it''s'!A1"]}

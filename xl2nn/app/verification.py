@@ -15,6 +15,7 @@ from ..compiler.lower import compile_model
 from ..compiler.model import ModelSpec, find_model, solver_sheets
 from ..errors import BadInput
 from ..handgrad import HandGradReport, check_hand_gradients, parse_ranges, report_lines
+from ..ranges import parse_area
 from .declared import Declared, declared_checks
 from ..verify import (GRAD_RTOL, VALUE_RTOL, GradReport, SheetCheck, TraceCheck, as_dict, check_gradients,
                       check_trace, check_values, kept_cells)
@@ -124,7 +125,7 @@ class WorkbookChecks:
         circular, _ = self.recalc.circular(self.graph)
         out: dict[str, list[str]] = {}
         for name, ranges in {**missing, **volatile, **circular}.items():
-            mine = [r for r in ranges if sheets is None or r.split("!")[0].strip("'") in sheets]
+            mine = [r for r in ranges if sheets is None or _sheet_of(r) in (*sheets, None)]
             if mine:
                 out[name] = mine
         return out
@@ -224,6 +225,12 @@ def _declared(d: Declared, parse):
         return parse()
     except BadInput as exc:
         raise BadInput(f"{d.source}: {exc}") from None
+
+
+def _sheet_of(text: str) -> str | None:
+    """The sheet of a range text ("'it''s'!A1:B2" -> "it's"); None if it is not one."""
+    area = parse_area(text)
+    return area.sheet if area is not None else None
 
 
 def declared_hand_areas(checks: WorkbookChecks, d: Declared, home: str | None = None) -> tuple:

@@ -29,7 +29,8 @@ from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
 from ..cells import MAX_COL, MAX_ROW, Area, CellError, col_number
 from ..errors import FormulaError, UnsupportedFormula
 from ..formula.ast import Call, ErrorLit, Missing, Node, Ref
-from ..functions.values import ERROR, NUM, REF, TEXT, VALUE, Val, from_objects, to_bool, to_number, to_objects
+from ..functions.values import (ERROR, NUM, REF, TEXT, VALUE, Val, errors_where, first_errors, from_objects, to_bool,
+                                to_number, to_objects)
 from ..functions.values import to_text as text_of
 from ..ir.references import is_reference_call
 
@@ -99,29 +100,6 @@ class Areas:
 
 def _unset(err: np.ndarray) -> np.ndarray:
     return np.vectorize(lambda e: e is None, otypes=[bool])(err) if err.size else np.ones(err.shape, bool)
-
-
-def _merge(shape: tuple[int, ...], *codes: np.ndarray | None) -> np.ndarray | None:
-    """Per entry, the first error among `codes` (argument order: the one Excel reports)."""
-    out = None
-    for c in codes:
-        if c is None:
-            continue
-        c = np.broadcast_to(c, shape)
-        if out is None:
-            out = np.array(c, dtype=object)
-        else:
-            free = _unset(out)
-            out[free] = c[free]
-    return out
-
-
-def _mask(mask: np.ndarray, code: CellError) -> np.ndarray | None:
-    if not mask.any():
-        return None
-    out = np.full(mask.shape, None, dtype=object)
-    out[mask] = code
-    return out
 
 
 @dataclass
@@ -202,7 +180,7 @@ def intersect(areas: Areas, where: Where) -> Areas:
     r = np.where(one_row, a.r1, row)
     c = np.where(one_col, a.c1, col)
     ok = np.where(one_row & one_col, True, np.where(one_row, in_cols, np.where(one_col, in_rows, in_rows & in_cols)))
-    err = _merge(shape, a.err, _mask(~ok, VALUE))
+    err = first_errors(shape, a.err, errors_where(~ok, VALUE))
     return Areas(a.sheet, np.where(ok, r, a.r1), np.where(ok, c, a.c1), np.where(ok, r, a.r1),
                  np.where(ok, c, a.c1), err)
 
@@ -239,7 +217,7 @@ def _error_areas(code: CellError, shape: tuple[int, ...], codes: np.ndarray | No
     zero = np.zeros(shape, np.int64)
     err = np.full(shape, code, dtype=object)
     if codes is not None:
-        err = _merge(shape, codes, err)
+        err = first_errors(shape, codes, err)
     return Areas(np.full(shape, "", dtype=object), zero, zero, zero, zero, err)
 
 
@@ -307,7 +285,7 @@ def _offset(node: Call, where: Where, value: Evaluate) -> Areas:
     shape = np.broadcast_shapes(base.shape, *(n.shape for n in nums))
     base = base.broadcast(shape)
     rows, cols, height, width = (np.broadcast_to(_whole(n), shape) for n in nums)
-    err = _merge(shape, base.err, *errs)
+    err = first_errors(shape, base.err, *errs)
     fine = np.ones(shape, bool) if err is None else _unset(err)
     if ((fine & ((height < 0) | (width < 0)))).any():
         # Excel extends the block up or left (undocumented), LibreOffice gives an error.
@@ -315,7 +293,7 @@ def _offset(node: Call, where: Where, value: Evaluate) -> Areas:
     r1, c1 = base.r1 + rows, base.c1 + cols
     r2, c2 = r1 + height - 1, c1 + width - 1
     off = (height == 0) | (width == 0) | (r1 < 1) | (c1 < 1) | (r2 > MAX_ROW) | (c2 > MAX_COL)
-    return _bounded(base.sheet, r1, c1, r2, c2, _merge(shape, err, _mask(off, REF)))
+    return _bounded(base.sheet, r1, c1, r2, c2, first_errors(shape, err, errors_where(off, REF)))
 
 
 def _bounded(sheet, r1, c1, r2, c2, err) -> Areas:
@@ -368,7 +346,7 @@ def _range(node: Call, where: Where, value: Evaluate) -> Areas:
     a, b = (areas_of(x, where, value) for x in node.args)
     shape = np.broadcast_shapes(a.shape, b.shape)
     a, b = a.broadcast(shape), b.broadcast(shape)
-    err = _merge(shape, a.err, b.err)
+    err = first_errors(shape, a.err, b.err)
     fine = np.ones(shape, bool) if err is None else _unset(err)
     if (fine & (a.sheet != b.sheet)).any():
         # Excel: #VALUE!? LibreOffice: a 3-D range through the sheets between.
@@ -397,7 +375,7 @@ def _index(node: Call, where: Where, value: Evaluate) -> Areas:
     h, w = ref.heights(), ref.widths()
     if len(node.args) == 2:          # INDEX(one row, n) counts along the row
         r, c = np.where(h == 1, np.where(r != 0, 1, 0), r), np.where(h == 1, r, c)
-    err = _merge(shape, ref.err, re_, ce, _mask((r < 0) | (c < 0), VALUE), _mask((r > h) | (c > w), REF))
+    err = first_errors(shape, ref.err, re_, ce, errors_where((r < 0) | (c < 0), VALUE), errors_where((r > h) | (c > w), REF))
     r1 = np.where(r == 0, ref.r1, ref.r1 + r - 1)
     r2 = np.where(r == 0, ref.r2, ref.r1 + r - 1)
     c1 = np.where(c == 0, ref.c1, ref.c1 + c - 1)
@@ -420,7 +398,7 @@ def _pick(index: np.ndarray, err: np.ndarray | None, options: list[Areas]) -> Ar
         if o.err is not None:
             picked_err[sel] = o.err[sel]
     bad = (index < 0) | (index >= len(options))
-    full = _merge(shape, err, _mask(bad, VALUE), picked_err)
+    full = first_errors(shape, err, errors_where(bad, VALUE), picked_err)
     return _bounded(out["sheet"], out["r1"], out["c1"], out["r2"], out["c2"], full)
 
 

@@ -39,6 +39,7 @@ from . import lookup_torch
 from .registry import Context, argument, excel
 from .values import (BOOL, EMPTY, ERROR, NA, NUM, REF, TEXT, VALUE, Val, fit, to_bool,
                      to_number, to_objects)
+from .values import errors_where as _where, first_errors as _merge   # (names used throughout)
 from .wildcard import wildcard
 
 EXACT, ASCENDING, DESCENDING = 0, 1, -1
@@ -91,29 +92,6 @@ def _codes(v: Val) -> np.ndarray | None:
     out = np.full(kinds.shape, None, dtype=object)
     for idx in zip(*np.nonzero(kinds == ERROR)):
         out[idx] = CellError(text[idx])
-    return out
-
-
-def _where(mask: np.ndarray, code: CellError) -> np.ndarray | None:
-    if not mask.any():
-        return None
-    out = np.full(mask.shape, None, dtype=object)
-    out[mask] = code
-    return out
-
-
-def _merge(shape: tuple[int, ...], *codes: np.ndarray | None) -> np.ndarray | None:
-    """Per entry, the first error among `codes` (in argument order: Excel reports that one)."""
-    out = None
-    for c in codes:
-        if c is None:
-            continue
-        c = np.broadcast_to(c, shape)
-        if out is None:
-            out = np.array(c, dtype=object)
-        else:
-            take = ~_SET(out).astype(bool) & _SET(c).astype(bool)
-            out[take] = c[take]
     return out
 
 

@@ -226,6 +226,34 @@ def number_text(x: float) -> str:
     return s
 
 
+_IS_SET = np.frompyfunc(lambda c: c is not None, 1, 1)     # an error code's entry holds one
+
+
+def errors_where(mask: np.ndarray, code: CellError) -> np.ndarray | None:
+    """Per entry, `code` where `mask` holds, else None (None when it holds nowhere)."""
+    if not mask.any():
+        return None
+    out = np.full(mask.shape, None, dtype=object)
+    out[mask] = code
+    return out
+
+
+def first_errors(shape: tuple[int, ...], *codes: np.ndarray | None) -> np.ndarray | None:
+    """Per entry, the first error among `codes` (in argument order: Excel reports that one);
+    None when none has any."""
+    out = None
+    for c in codes:
+        if c is None:
+            continue
+        c = np.broadcast_to(c, shape)
+        if out is None:
+            out = np.array(c, dtype=object)
+        else:
+            take = ~_IS_SET(out).astype(bool) & _IS_SET(c).astype(bool)
+            out[take] = c[take]
+    return out
+
+
 def fit(vals: list[Val]) -> list[Val]:
     """Excel's array broadcasting: the result is as tall and as wide as the largest
     operand; a 1-tall or 1-wide operand repeats, any other that falls short is #N/A

@@ -23,8 +23,8 @@ import torch
 
 from ..errors import UnsupportedFormula
 from . import lookup_torch
-from .lookup import (_codes, _direct_error, _finish, _Keys, _merge, _numbers, _shape, _take, _TextIndex,
-                     _where, _whole)
+from .lookup import _codes, _direct_error, _finish, _Keys, _numbers, _shape, _take, _TextIndex, _whole
+from .values import errors_where as _where, first_errors as _merge
 from .registry import Context, argument, excel
 from .tracing import HostRead
 from .values import BOOL, EMPTY, ERROR, NA, NUM, TEXT, VALUE, Val
