@@ -382,6 +382,8 @@ def test_eval_iterates_and_says_so(tmp_path):
     rc, out, err = run_cli("eval", str(f), "-o", str(tmp_path / "out.xlsx"))
     assert rc == 0, err
     assert "iterated  model!A1: stopped after 3 iterations (iterateCount), not converged" in out
+    # the counter and what reads it moved (5 -> 8, 50 -> 80): not compared, and said so
+    assert "compared  nothing" in out and "2 cells moved by iterative calculation" in out
     s = read_workbook(tmp_path / "out.xlsx").sheets["model"]
     assert (s.values.get((1, 1)), s.values.get((1, 2))) == (8.0, 80.0)
 

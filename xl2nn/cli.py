@@ -268,6 +268,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"compared  {r.compared - r.disagreements:,} of {r.compared:,} recomputed cells agree with the "
               f"file's cached values (rel {r.value_rtol:g})" if r.compared else
               "compared  nothing: the file holds no cached numbers for its formula cells")
+        if r.moved:
+            print(f"          {r.moved:,} cells moved by iterative calculation (a cycle and what reads it) are not "
+                  "compared: each recalculation moves them")
         for line in r.iterated:         # circular references, iterated from their cached values
             print(f"iterated  {line}")
     for s in r.differ:

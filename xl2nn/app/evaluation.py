@@ -33,6 +33,7 @@ class EvalReport:
     value_rtol: float = VALUE_RTOL
     circular: dict[str, list[str]] = field(default_factory=dict)   # why -> cells of cycles kept cached
     iterated: list[str] = field(default_factory=list)    # each cycle iterated (iterative calculation), how far
+    moved: int = 0              # cells an iterated cycle moved (it and what reads it): not compared
 
     @property
     def disagreements(self) -> int:
@@ -44,7 +45,7 @@ class EvalReport:
                 "unsupported": self.unsupported, "volatile": self.volatile, "seconds": self.seconds,
                 "compared_with_cached": self.compared, "differ_from_cached": self.disagreements,
                 "rtol": self.value_rtol, "first_differences": [as_dict(s) for s in self.differ],
-                "circular": self.circular, "iterated": self.iterated}
+                "circular": self.circular, "iterated": self.iterated, "moved_by_iteration": self.moved}
 
 
 def eval_workbook(path: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -78,7 +79,8 @@ def eval_workbook(path: str | os.PathLike[str], output: str | os.PathLike[str],
     written = write_recalculated(Path(path), out, wb, graph, recalc)
     return EvalReport(out, written, n_missing + n_volatile + n_circular, missing, volatile, time.perf_counter() - t0,
                       sum(s.checked for s in checks), differ, circular=circular,
-                      iterated=[iteration_text(graph, run, wb.calc) for run in recalc.cycles])
+                      iterated=[iteration_text(graph, run, wb.calc) for run in recalc.cycles],
+                      moved=sum(graph.families[f].size for f in moved))
 
 
 def iteration_text(graph: Graph, run: CycleRun, calc: CalcSettings) -> str:
