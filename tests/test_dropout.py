@@ -81,7 +81,10 @@ def test_train_draws_fresh_masks_each_step_seeded(dropout, tmp_path):
     weights = {k: read_workbook(tmp_path / f"{k}.xlsx").sheets["model"].values for k in ("a", "again", "other")}
     w = {k: (v[(1, 6)], v[(1, 7)]) for k, v in weights.items()}
     assert w["a"] == w["again"] and w["a"] != w["other"]               # the seed decides the draws
-    assert again["start_loss"] == a["start_loss"] != other["start_loss"]     # step 0's draws too
+    # start and final losses are the sheet's, with the saved draws (the same for every seed)
+    w0, b0 = 0.3, 0.1
+    want = np.mean(((w0 * np.array(X) + b0) * _saved_masks(dropout) - np.array(Y)) ** 2)
+    assert again["start_loss"] == a["start_loss"] == other["start_loss"] == pytest.approx(want, rel=1e-12)
     # The same sheet with the saved draws typed in as numbers trains to other weights: the
     # dropout sheet's masks really were drawn again.
     frozen = _workbook(tmp_path / "frozen.xlsx", mask=None)

@@ -396,8 +396,8 @@ def _print_train(r: TrainReport) -> None:
             else "interpreted, not traced (exact, slower)"
         print(f"          {how}: {result.interpreted}")
     if r.dropout:
-        print(f"dropout   RAND in {', '.join(r.dropout)} drawn afresh each step (seed {o.seed}); the final loss "
-              "is the sheet's, with its saved draws")
+        print(f"dropout   RAND in {', '.join(r.dropout)} drawn afresh each step (seed {o.seed}); the losses above "
+              "are the sheet's, with its saved draws")
     every = "every step" if result.log_every == 1 else f"every {result.log_every} steps"
     print(f"wrote     {r.output}  ({r.cells_written:,} cells; trace sheet {r.trace_sheet!r}: "
           f"{r.trace_rows:,} row{'s' if r.trace_rows != 1 else ''}, {every})")

@@ -7,7 +7,6 @@ at logged steps and fetched once at the end. CPU and CUDA run the same code.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -125,14 +124,22 @@ def train(model: CompiledModel, opts: TrainOptions, progress: Progress | None = 
     # RAND cells the objective reads (dropout masks) draw afresh each step, from torch's
     # generator seeded with --seed (kept apart from the caller's); the last row is the sheet's.
     dropout = bool(model.random_families)
-    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if dropout \
-        else contextlib.nullcontext()
-    with rng:
-        model.fresh_random = dropout
+    if not dropout:
+        return _train(model, opts, progress, params, device, gen, dropout)
+    with torch.no_grad():       # the sheet's objective at the start, with its saved draws
+        start = float(model())
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model.fresh_random = True
         try:
-            return _train(model, opts, progress, params, device, gen, dropout)
+            result = _train(model, opts, progress, params, device, gen, dropout)
         finally:
             model.fresh_random = False
+    # Start and end are both the sheet's (step 0's loss, in the trace, is a fresh draw's), so
+    # that "got worse" compares like with like.
+    loss_of = loss_function(model.spec)
+    result.start_loss = start
+    result.worse = bool(loss_of(torch.tensor(result.final_loss)) > loss_of(torch.tensor(start)))
+    return result
 
 
 def _train(model: CompiledModel, opts: TrainOptions, progress: Progress | None, params: list[torch.nn.Parameter],
