@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,6 +58,18 @@ def step_timer(loss_fn, params, device: torch.device):
     return timed
 
 
+def time_blocks(runs: dict[str, Callable[[int], float]], steps: int, blocks: int) -> dict[str, dict[str, float]]:
+    """Seconds per step of each `step_timer` in `runs`, warmed up, then timed in `blocks` blocks of
+    `steps` steps, the runs interleaved block by block: best and median block of each."""
+    for timed in runs.values():
+        timed(max(5, steps // 10))           # warm up
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(blocks):
+        for name, timed in runs.items():
+            times[name].append(timed(steps))
+    return {name: {"best": min(v), "median": statistics.median(v)} for name, v in times.items()}
+
+
 def measure(workbook: str, sheet: str = "nnet", device: torch.device | None = None, steps: int = 300,
             blocks: int = 15, interpreter: bool = True, compiled: bool = False) -> dict[str, dict[str, float]]:
     """Seconds per SGD step (best and median block) of the hand-written module, the compiled
@@ -89,14 +102,8 @@ def measure(workbook: str, sheet: str = "nnet", device: torch.device | None = No
         program_c = Program(model)                 # its own trace: `program` stays eager
         assert program_c.compile() == "", "torch.compile failed"
         runs["xl2nn program, torch.compile"] = step_timer(program_c, model.parameters(), device)
-    for timed in runs.values():
-        timed(max(5, steps // 10))           # warm up
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(blocks):
-        for name, timed in runs.items():
-            times[name].append(timed(steps))
     return {"rows": {"n": float(x.shape[0])}, "ops": {"n": float(program.count_ops())},
-            **{name: {"best": min(v), "median": statistics.median(v)} for name, v in times.items()}}
+            **time_blocks(runs, steps, blocks)}
 
 
 def main() -> None:

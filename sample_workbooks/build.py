@@ -27,6 +27,7 @@ from openpyxl import Workbook                                    # noqa: E402
 
 from common import FIXED_TIME                                    # noqa: E402
 import backprop                                                  # noqa: E402
+import collab                                                    # noqa: E402
 import forward                                                   # noqa: E402
 import synthetic                                                 # noqa: E402
 import titanic                                                   # noqa: E402
@@ -43,7 +44,7 @@ from xl2nn.writer import patch_workbook                          # noqa: E402
 
 MAX_BYTES = 1 << 20
 # The samples with Excel Solver models (hidden solver_* names) and with Excel tables.
-SOLVER = {"titanic", "linear_regression", "softmax_regression", "sgd_by_hand", "convolution"}
+SOLVER = {"titanic", "linear_regression", "softmax_regression", "sgd_by_hand", "convolution", "collab_filter"}
 TABLES = {"titanic", "linear_regression", "softmax_regression"}
 
 
@@ -56,6 +57,7 @@ def workbooks() -> dict[str, Workbook]:
         "convolution": synthetic.convolution(),
         "forward_pass": forward.build(),
         "backprop": backprop.build(),
+        "collab_filter": collab.build(),
     }
 
 

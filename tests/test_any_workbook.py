@@ -234,15 +234,15 @@ def test_pytest_plugin_on_the_sample_folder_passes_then_fails_naming_the_cell(py
     for f in [*(f for f in SAMPLES.glob("*.xlsx") if "." not in f.stem), SAMPLES / "xl2nn.toml"]:
         shutil.copyfile(f, books / f.name)
     result = pytester.runpytest_subprocess("--xl2nn", str(books), "-p", "no:cacheprovider", "-v")
-    result.assert_outcomes(passed=21)
-    result.stdout.fnmatch_lines(["*backprop.xlsx::grad?dE/dw? PASSED*", "*forward_pass.xlsx::values?attention? PASSED*",
+    result.assert_outcomes(passed=25)
+    result.stdout.fnmatch_lines(["*backprop.xlsx::grad?dE/dw? PASSED*", "*collab_filter.xlsx::gradients?bias!Y2? PASSED*", "*forward_pass.xlsx::values?attention? PASSED*",
                                  "*sgd_by_hand.xlsx::grad?de/da? PASSED*", "*titanic.xlsx::gradients?mmult!AA1? PASSED*"])
     wb = books / "forward_pass.xlsx"
     cell = read_workbook(wb).sheets["attention"].values[(18, 20)]            # attention!T18
     patch_workbook(wb, books / "tmp.xlsx", {"attention": {(18, 20): cell + 1e-6}})
     (books / "tmp.xlsx").replace(wb)
     result = pytester.runpytest_subprocess("--xl2nn", str(books), "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=20, failed=1)
+    result.assert_outcomes(passed=24, failed=1)
     result.stdout.fnmatch_lines(["*forward_pass.xlsx: values?attention?*",
                                  "attention!T18 {=MMULT(S10:W14,N17:Q21)} (array formula over S17:V21): "
                                  f"cached {cell + 1e-6!r}, recomputed *",

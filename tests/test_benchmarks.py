@@ -29,3 +29,42 @@ def test_train_step_times_torch_compile_only_when_asked(monkeypatch):
     r = train_step.measure(str(ROOT / "sample_workbooks" / "titanic.xlsx"), steps=2, blocks=1, interpreter=False)
     assert set(r) == {"rows", "ops", "hand-written", "xl2nn program"} and not calls
     assert r["rows"]["n"] == 891
+
+
+MODELS = _script("models")      # benchmarks/models.py: every sample's Solver model vs hand-written PyTorch
+
+
+def test_models_covers_every_solver_model_of_the_samples():
+    from xl2nn.compiler.model import solver_sheets
+    from xl2nn.reader import read_workbook
+    samples = {(p.name, sheet) for p in sorted((ROOT / "sample_workbooks").glob("*.xlsx"))
+               for sheet in solver_sheets(read_workbook(p))}
+    assert {(book, sheet) for book, sheet, _ in MODELS.MODELS.values()} == samples
+
+
+@pytest.mark.parametrize("name", list(MODELS.MODELS))
+def test_hand_written_model_is_the_program(name):
+    """The baseline is the same network: its objective equals the program's (rel 1e-12) at the
+    workbook's weights (pair() asserts it) and after 3 SGD steps of each from there, which also
+    holds their gradients equal; its parameters are its own copies."""
+    import torch
+    cpu = torch.device("cpu")
+    model, program, hand = MODELS.pair(name, cpu)
+    theirs = {w.untyped_storage().data_ptr() for w in model.weights.values()}
+    assert not theirs & {p.untyped_storage().data_ptr() for p in hand.parameters()}
+    with torch.no_grad():
+        start = float(program())
+    MODELS.step_timer(hand, hand.parameters(), cpu)(3)
+    MODELS.step_timer(program, model.parameters(), cpu)(3)
+    with torch.no_grad():
+        want, got = float(program()), float(hand())
+    assert want != start
+    assert got == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_measure_all_reports_each_model():
+    import torch
+    r = MODELS.measure_all(["sgd", "dotprod"], steps=2, blocks=1, device=torch.device("cpu"))
+    assert list(r) == ["sgd", "dotprod"]
+    assert r["sgd"]["rows"] == 30 and r["dotprod"]["rows"] > 0 and r["dotprod"]["ops"] > 0
+    assert all(v["ratio"] == v["program"] / v["hand"] > 0 for v in r.values())

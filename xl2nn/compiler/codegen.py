@@ -55,10 +55,11 @@ def module_source(program: Program, *, title: str, data_file: str, class_name: s
         names[node] = f"self.{pname}"
         init.append(f"# {area}  [{labels}]")
         init.append(f"self.{pname} = nn.Parameter({_tensor(value, pname, data)})")
-    device = f"{inputs[0]}.device" if inputs else "self.parameters().__next__().device"
+    device = _device(gm, inputs, params)
     buffers: dict[str, str] = {}
     used: dict[str, int] = {}
     last_cells = None
+    _cells_from_readers(gm)
     for node in gm.graph.nodes:
         if node.op == "get_attr":
             if node.target not in buffers:
@@ -143,24 +144,60 @@ def _forward_lines(model: CompiledModel, inputs: list[str], body: list[str]) -> 
     return lines
 
 
+def _cells_from_readers(gm: fx.GraphModule) -> None:
+    """An op no family made (a parameter block flattened for the gathers) is listed under the
+    cells of its first reader, so every line of forward() sits under the formula it serves."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    for node in reversed(list(gm.graph.nodes)):
+        if node.op in ("call_function", "call_method") and not _cells(node):
+            readers = sorted((u for u in node.users if _cells(u)), key=order.__getitem__)
+            if readers:
+                node.meta.setdefault("custom", {})["cells"] = _cells(readers[0])
+
+
 def _cells(node: fx.Node) -> str:
     return node.meta.get("custom", {}).get("cells", "")
 
 
 def _op_name(node: fx.Node) -> str:
     target = node.target
+    if target is operator.getitem:
+        key = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        return "gather" if any(isinstance(k, fx.Node) for k in key) else "part" if any(
+            isinstance(k, slice) for k in key) else "item"
     name = target if isinstance(target, str) else getattr(target, "__name__", "op")
     return name.split(".")[0].strip("_") or "op"
 
 
 def _call(node: fx.Node, names: dict[fx.Node, str], device: str) -> str:
+    if node.target is operator.getitem:     # x[:, a:b], x[i] (a gather), or one result of sort
+        key = node.args[1]
+        parts = key if isinstance(key, tuple) else (key,)
+        text = ", ".join(_subscript(k, names, device) for k in parts)
+        return f"{_arg(node.args[0], names, device)}[{text}]"
     args = [_arg(a, names, device) for a in node.args]
     args += [f"{k}={_arg(v, names, device)}" for k, v in node.kwargs.items()]
     if node.op == "call_method":
         return f"{args[0]}.{node.target}({', '.join(args[1:])})"
-    if node.target is operator.getitem:     # one result of an op with several (sort: values)
-        return f"{args[0]}[{args[1]}]"
     return f"{_function(node.target)}({', '.join(args)})"
+
+
+def _subscript(k: object, names: dict[fx.Node, str], device: str) -> str:
+    if isinstance(k, slice):
+        text = ":".join("" if v is None else _arg(v, names, device) for v in (k.start, k.stop))
+        return text + ("" if k.step is None else f":{_arg(k.step, names, device)}")
+    return _arg(k, names, device)
+
+
+def _device(gm: fx.GraphModule, inputs: list[str], params: list[str]) -> str:
+    """The module's device for tensors forward() makes: a buffer's (every module of a sheet's
+    model has its input block), else an argument's, else a parameter's."""
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            return "self.input0.device"
+    if inputs:
+        return f"{inputs[0]}.device"
+    return f"self.{params[0]}.device" if params else 'torch.device("cpu")'
 
 
 def _function(target) -> str:
@@ -169,6 +206,8 @@ def _function(target) -> str:
     name = getattr(target, "__name__", None)
     if name and getattr(torch, name, None) is target:
         return f"torch.{name}"
+    if name and getattr(torch.nn.functional, name, None) is target:
+        return f"torch.nn.functional.{name}"
     raise ValueError(f"cannot write {target!r} as PyTorch source")
 
 

@@ -17,6 +17,7 @@ points: verify and the tests call it, nothing depends on it.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 
 import torch
@@ -46,7 +47,7 @@ class Program(nn.Module):
         self.compiled = False       # torch.compile'd (see compile())
         self.segments: list[Segment] | None = None    # mixed mode: traced and interpreted runs
         try:
-            self.full = optimise(_trace(model, None))
+            self.full = optimise(_trace(model, None), objective=model.spec.result is None)
         except HostRead as exc:     # a function with no torch form on the parameter path
             self.fallback = exc.reason()
             self.segments = _segments(model, exc)
@@ -65,7 +66,8 @@ class Program(nn.Module):
         return self.full is not None and not self._untraced
 
     def _weights(self) -> list[torch.Tensor]:
-        return [self.model.weights[n] for n in self.names]
+        # (the dict itself, in self.names' order: ParameterDict's __getitem__ costs a step ~1 µs each)
+        return list(self.model.weights._parameters.values())
 
     def forward(self) -> torch.Tensor:
         if self.full is None:
@@ -141,7 +143,14 @@ class Program(nn.Module):
         """Tensor ops per forward (views and slices, which compute nothing, not counted)."""
         if self.full is None:
             return 0
-        return sum(1 for n in self.full.graph.nodes if n.op == "call_function" and n.target not in FREE)
+        return sum(1 for n in self.full.graph.nodes if n.op == "call_function" and n.target not in FREE
+                   and not (n.target is operator.getitem and not _gathers(n)))
+
+
+def _gathers(node: fx.Node) -> bool:
+    """x[i] with a tensor i copies entries; x[:, a:b] is a view."""
+    key = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    return any(isinstance(k, fx.Node) for k in key)
 
 
 def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -235,7 +244,7 @@ def _build_segments(model: CompiledModel, steps: list, interpreted: set[int],
         else:
             inputs = sorted({p for s in run for p in s.producers()} - set(ids) - n_params)
             outputs = [i for i in ids if i in read_later[k]]
-            program = optimise(_trace_steps(model, run, inputs, outputs, [examples[i] for i in inputs]))
+            program = optimise(_trace_steps(model, run, inputs, outputs, [examples[i] for i in inputs]), objective=False)
             segments.append(Segment(run, program, inputs, outputs))
     return segments
 

@@ -6,27 +6,23 @@ the public torch functions and turns constants into buffers.
 """
 from __future__ import annotations
 
+import operator
 from typing import Callable
 
 import torch
 from torch import fx
 
-from . import vectorise
-from .vectorise import meta_value as _val
-from .vectorise import new_node
+from . import gathers, guards, lincomb, vectorise
+from .fxutil import constant as _constant
+from .fxutil import meta_value as _val
+from .fxutil import new_constant as _new_constant
+from .fxutil import new_node
 
 aten = torch.ops.aten
 
 _VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 # Ops that compute nothing (they re-index memory); not counted as tensor ops.
 FREE = vectorise.INDEXING | {torch.t, torch.select}
-
-
-def _constant(gm: fx.GraphModule, node: object) -> torch.Tensor | None:
-    if isinstance(node, fx.Node) and node.op == "get_attr":
-        t = getattr(gm, node.target)
-        return t if isinstance(t, torch.Tensor) else None
-    return None
 
 
 def _is_zero(gm: fx.GraphModule, node: object) -> bool:
@@ -127,24 +123,6 @@ def _bmm_of_one(gm: fx.GraphModule, node: fx.Node) -> object:
         return new
 
 
-def _new_constant(gm: fx.GraphModule, before: fx.Node, value: torch.Tensor) -> fx.Node:
-    """A get_attr node for `value`, reusing an equal constant when there is one (the same
-    input block is often read from two sheets)."""
-    for name, t in gm.named_buffers():
-        if t.shape == value.shape and t.dtype == value.dtype and torch.equal(t, value):
-            target = name
-            break
-    else:
-        target = f"_const{len(list(gm.named_buffers()))}"
-        while hasattr(gm, target):
-            target += "_"
-        gm.register_buffer(target, value)
-    with gm.graph.inserting_before(before):
-        node = gm.graph.get_attr(target)
-        node.meta["val"] = _val(before)
-        return node
-
-
 def _bool_round_trip(gm: fx.GraphModule, node: fx.Node) -> object:
     # IF's condition: a comparison made float (a cell holds TRUE as 1) then tested != 0.
     if node.target == aten.ne.Scalar and node.args[1] == 0:
@@ -187,11 +165,16 @@ def _scalar_divisor(gm: fx.GraphModule, node: fx.Node) -> object:
         return None
     num, den = node.args
     if isinstance(den, fx.Node) and den.target == aten.full.default and len(den.args) == 2:
-        if tuple(_val(num).shape) == tuple(_val(node).shape):
-            with gm.graph.inserting_before(node):
-                new = gm.graph.call_function(aten.div.Scalar, (num, float(den.args[1])))
-                new.meta.update(node.meta)
-                return new
+        value = float(den.args[1])
+    elif _constant(gm, den) is not None and _constant(gm, den).numel() == 1:
+        value = float(_constant(gm, den).reshape(()))       # COUNT of a range of constants
+    else:
+        return None
+    if tuple(_val(num).shape) == tuple(_val(node).shape):
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_function(aten.div.Scalar, (num, value))
+            new.meta.update(node.meta)
+            return new
     return None
 
 
@@ -258,12 +241,33 @@ def _mean(gm: fx.GraphModule, node: fx.Node) -> object:
     return None
 
 
+def _mse(gm: fx.GraphModule, node: fx.Node) -> object:
+    # AVERAGE or SUM of (a-b)^2 (a squared-error column, SUMXMY2) is mse_loss: one op whose
+    # backward is one kernel, as a person writes it.
+    if node.target not in (aten.mean.default, aten.sum.default) or len(node.args) != 1 or node.kwargs:
+        return None
+    sq = node.args[0]
+    if not (isinstance(sq, fx.Node) and sq.target == aten.pow.Tensor_Scalar and sq.args[1] == 2
+            and len(sq.users) == 1):
+        return None
+    d = sq.args[0]
+    if not (isinstance(d, fx.Node) and d.target == aten.sub.Tensor and len(d.users) == 1 and not d.kwargs
+            and len(d.args) == 2 and all(isinstance(x, fx.Node) and tuple(_val(x).shape) == tuple(_val(d).shape)
+                                         and _val(x).dtype == _val(d).dtype for x in d.args)):
+        return None
+    with gm.graph.inserting_before(node):
+        reduction = 1 if node.target == aten.mean.default else 2
+        new = gm.graph.call_function(aten.mse_loss.default, (d.args[0], d.args[1], reduction))
+        new.meta.update(node.meta)
+        return new
+
+
 # Reshapes are carried past elementwise ops toward the reduction that ends the program, where
 # they vanish: (712,) viewed as (712,1,1) to meet a (712,1,1) target column costs a view and
 # its backward on every step; the target reshaped once, here, costs nothing.
 _ELEMENTWISE_BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
 _ELEMENTWISE_UNARY = {aten.pow.Tensor_Scalar, aten.relu.default, aten.tanh.default, aten.exp.default,
-                      aten.neg.default, aten.abs.default}
+                      aten.neg.default, aten.abs.default, aten.sqrt.default, aten.log.default, aten.sigmoid.default}
 
 
 def _only_view(node: object) -> bool:
@@ -314,17 +318,21 @@ def _reduce_through_view(gm: fx.GraphModule, node: fx.Node) -> object:
     return None
 
 
-_RULES = (_drop_lift, _fold_views, _fold_constants, _bmm_of_one, _bool_round_trip, _relu, _scalar_divisor, _full_sum,
-          _select_only, _scalar_through, _square, _mean, _view_past_binary, _view_past_unary,
-          _reduce_through_view, vectorise.cat_of_slices)
+_RULES = (_drop_lift, guards.factory, _fold_views, _fold_constants, guards.trivial, guards.isfinite, guards.reselect,
+          gathers.grid_matmul, gathers.gather_as_view, gathers.gather_past_view, gathers.where_past_view,
+          _bmm_of_one, _bool_round_trip, _relu, _scalar_divisor, _full_sum, _select_only, _scalar_through, _square,
+          _mean, _mse, lincomb.combine, _view_past_binary, _view_past_unary, _reduce_through_view, vectorise.cat_of_slices)
 
 
-def optimise(gm: fx.GraphModule) -> fx.GraphModule:
-    """Rewrite to a fixed point, then vectorise siblings; returns gm, recompiled."""
-    for _ in range(10):
+def optimise(gm: fx.GraphModule, objective: bool = True) -> fx.GraphModule:
+    """Rewrite to a fixed point, then vectorise siblings; returns gm, recompiled. `objective`:
+    the output is an objective, where any non-finite number is an error (see guards.py)."""
+    for _ in range(20):
         changed = False
         for rule in _RULES:
             changed |= _rewrite(gm, rule)
+        changed |= guards.common_subexpressions(gm)
+        changed |= guards.drop_guards(gm, objective)
         gm.graph.eliminate_dead_code()
         for fuse in (vectorise.fuse_matmuls, vectorise.sink_unary, vectorise.sum_pieces):
             if fuse(gm):
@@ -352,7 +360,24 @@ _PUBLIC = {aten.mm.default: torch.mm, aten.relu.default: torch.relu, aten.t.defa
            aten.select.int: torch.select, aten.lt.Tensor: torch.lt, aten.gt.Tensor: torch.gt,
            aten.le.Tensor: torch.le, aten.ge.Tensor: torch.ge, aten.eq.Tensor: torch.eq,
            aten.ne.Tensor: torch.ne, aten.maximum.default: torch.maximum, aten.minimum.default: torch.minimum}
-_METHODS = {aten.view.default: "view", aten.expand.default: "expand"}
+# Overloads whose public function of the same name takes the same arguments.
+_SAME_NAME = ("bmm", "isfinite", "isinf", "isnan", "bitwise_not", "bitwise_or", "bitwise_and", "logical_not",
+              "logical_or", "logical_and", "amax", "amin", "zeros", "ones", "full", "zeros_like", "ones_like",
+              "full_like", "scalar_tensor", "clamp", "clamp_min", "clamp_max", "log10", "log1p", "expm1", "sin",
+              "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh", "floor",
+              "ceil", "round", "trunc", "sign", "remainder", "fmod", "erf", "index_select", "gather", "cumsum",
+              "cumprod", "prod", "rsub", "reciprocal", "square", "softmax", "log_softmax", "argmax", "argmin",
+              "any", "all", "flip", "stack", "squeeze", "unsqueeze", "permute", "transpose", "max", "min",
+              "lt", "gt", "le", "ge", "eq", "ne", "pow", "div", "mul", "add", "sub", "where", "sum", "mean",
+              "var", "std", "exp", "log", "sqrt", "abs", "neg", "sigmoid", "tanh", "relu", "mm", "cat", "select",
+              "t", "maximum", "minimum", "arange", "matmul", "addmm", "baddbmm", "mv", "dot", "outer", "sort",
+              "as_strided")
+for _name in _SAME_NAME:
+    _packet = getattr(aten, _name, None)
+    for _overload in (_packet.overloads() if _packet is not None else ()):
+        _PUBLIC.setdefault(getattr(_packet, _overload), getattr(torch, _name))
+_METHODS = {aten.view.default: "view", aten.expand.default: "expand", aten._unsafe_view.default: "view",
+            aten.reshape.default: "reshape", aten.clone.default: "clone", aten.alias.default: "view_as"}
 
 
 def _public_ops(gm: fx.GraphModule) -> None:
@@ -361,8 +386,40 @@ def _public_ops(gm: fx.GraphModule) -> None:
             continue
         if node.target in _METHODS:
             node.op, node.target = "call_method", _METHODS[node.target]
-        elif node.target in _PUBLIC:
+            if node.target == "view_as":
+                node.args = (node.args[0], node.args[0])
+        elif node.target == aten.slice.Tensor:          # x[:, a:b], a view as aten.slice is
+            x, dim, *bounds = node.args
+            start, end, step = (list(bounds) + [None, None, None])[:3]
+            start = None if start in (0, None) else start
+            end = None if end is None or end >= 2 ** 62 else end
+            node.target = operator.getitem
+            node.args = (x, (slice(None),) * dim + (slice(start, end, None if step in (1, None) else step),))
+        elif node.target == aten.index.Tensor:          # x[i, j], as aten.index gathers
+            x, indices = node.args
+            node.target = operator.getitem
+            node.args = (x, tuple(slice(None) if i is None else i for i in indices))
+        elif node.target == aten.mse_loss.default:
+            node.target = torch.nn.functional.mse_loss
+            node.args, node.kwargs = node.args[:2], {"reduction": "mean" if node.args[2] == 1 else "sum"}
+        elif node.target in _PUBLIC and _same_result(node, _PUBLIC[node.target]):
             node.target = _PUBLIC[node.target]
+
+
+def _same_result(node: fx.Node, public) -> bool:
+    """public(*args) gives node's shape and dtype, tried on meta tensors (an overload whose
+    public function reads its arguments differently keeps its aten name)."""
+    def meta(a: object) -> object:
+        v = _val(a) if isinstance(a, fx.Node) else None
+        return torch.empty(tuple(v.shape), dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else a
+    want = _val(node)
+    try:
+        got = public(*fx.node.map_arg(node.args, meta), **fx.node.map_arg(node.kwargs, meta))
+    except Exception:
+        return False
+    if isinstance(want, torch.Tensor):
+        return isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(want.shape) and got.dtype == want.dtype
+    return isinstance(got, tuple) == isinstance(want, (tuple, list))
 
 
 def _constants_as_buffers(gm: fx.GraphModule) -> None:

@@ -9,10 +9,11 @@ by index arithmetic (which entries each piece reads), never assumed from names.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
 
 import torch
 from torch import fx
+
+from .fxutil import meta_value, new_node
 
 aten = torch.ops.aten
 
@@ -22,33 +23,6 @@ INDEXING = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, 
             aten.expand.default, aten.alias.default}
 UNARY = {aten.relu.default, aten.tanh.default, aten.exp.default, aten.sigmoid.default,
          aten.neg.default, aten.abs.default, aten.log.default, aten.sqrt.default}
-
-
-def meta_value(node: object) -> torch.Tensor | None:
-    """The value make_fx recorded for a node (a fake or meta tensor: shape and dtype)."""
-    return node.meta.get("val") if isinstance(node, fx.Node) else None
-
-
-def new_node(gm: fx.GraphModule, target, args: tuple, shape, like: torch.Tensor,
-             origin: fx.Node | Sequence[fx.Node] = ()) -> fx.Node:
-    """A new node; its recorded value is a meta tensor (shape and dtype are all rewrites read).
-    It keeps the cells of the node(s) it replaces, so generated code can still name them."""
-    node = gm.graph.call_function(target, args)
-    node.meta["val"] = torch.empty(tuple(shape), dtype=like.dtype, device="meta")
-    cells = cells_of([origin] if isinstance(origin, fx.Node) else origin)
-    if cells:
-        node.meta["custom"] = {"cells": cells}
-    return node
-
-
-def cells_of(nodes: Sequence[fx.Node]) -> str:
-    """The cells (families) the nodes were traced from, each once, in order."""
-    seen: dict[str, None] = {}
-    for n in nodes:
-        for part in n.meta.get("custom", {}).get("cells", "").split("; "):
-            if part:
-                seen[part] = None
-    return "; ".join(seen)
 
 
 def fuse_matmuls(gm: fx.GraphModule) -> bool:
@@ -101,7 +75,10 @@ def _index_tree(root: fx.Node) -> dict[fx.Node, torch.Tensor]:
         for user in node.users:
             if user.op == "call_function" and user.target in INDEXING and user.args[0] is node:
                 args = (out[node],) + tuple(user.args[1:])
-                out[user] = user.target(*args, **user.kwargs)
+                if user.target in (aten.view.default, aten._unsafe_view.default):
+                    out[user] = out[node].reshape(*args[1:])    # a transposed view's indices copy
+                else:
+                    out[user] = user.target(*args, **user.kwargs)
                 todo.append(user)
     return out
 
@@ -260,4 +237,4 @@ def topo_sort(gm: fx.GraphModule) -> None:
         prev = node
 
 
-__all__ = ["meta_value", "new_node", "INDEXING", "fuse_matmuls", "sink_unary", "sum_pieces", "cat_of_slices", "topo_sort"]
+__all__ = ["INDEXING", "fuse_matmuls", "sink_unary", "sum_pieces", "cat_of_slices", "topo_sort"]
