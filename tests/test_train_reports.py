@@ -163,6 +163,9 @@ def test_mixed_mode_interprets_only_the_family_without_a_torch_form(tmp_path):
         (g_got,) = torch.autograd.grad(got, list(c.model.weights.values()))
         want = c.model()
         (g_want,) = torch.autograd.grad(want, list(c.model.weights.values()))
-        assert float(got) == float(want) and torch.equal(g_got, g_want)
+        # (the traced segments are rewritten, mse_loss for the squared errors: the same sums in
+        # another order, so the last bit of a gradient may differ)
+        assert float(got) == float(want)
+        torch.testing.assert_close(g_got, g_want, rtol=1e-14, atol=0)
     rc, out, err = run_cli("train", str(src), "--lr", "0.01", "--steps", "30", "-o", str(tmp_path / "m.xlsx"))
     assert rc == 0 and "interpreted in part (exact; these cells slower, the rest traced): model!E1:E6" in out, err

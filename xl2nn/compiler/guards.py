@@ -25,15 +25,18 @@ from .fxutil import new_constant, new_node
 aten = torch.ops.aten
 
 _FACTORIES = {aten.zeros.default, aten.ones.default, aten.full.default, aten.scalar_tensor.default}
-_VIEWISH = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.slice.Tensor,
-            aten.select.int, aten.t.default, aten.transpose.int, aten.permute.default,
-            aten.expand.default, aten.alias.default, aten.index.Tensor, aten.cat.default,
-            aten.squeeze.dim, aten.unsqueeze.default}
+# Views that keep every entry. A slice, a gather or an IF's where can drop one: the objective
+# is then finite without it, and its gradient there, 0 times the unguarded function's slope
+# (SQRT's at a negative number: NaN), would not be; so they carry nothing here.
+_KEEP_ALL = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.t.default,
+             aten.transpose.int, aten.permute.default, aten.expand.default, aten.alias.default,
+             aten.cat.default, aten.squeeze.dim, aten.unsqueeze.default}
 # Ops whose result is non-finite wherever an input value is (inf*0 and inf-inf are NaN; a
 # sum or product with a non-finite entry is non-finite): they carry an error on unchanged.
-_CARRY = _VIEWISH | {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.neg.default, aten.abs.default,
+_CARRY = _KEEP_ALL | {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.neg.default, aten.abs.default,
                      aten.sum.default, aten.sum.dim_IntList, aten.mean.default, aten.mean.dim, aten.mm.default,
-                     aten.bmm.default, aten.sqrt.default, aten.log.default, aten.log10.default}
+                     aten.bmm.default, aten.sqrt.default, aten.log.default, aten.log10.default,
+                     aten.mse_loss.default}
 # Guarded functions whose plain form is already non-finite wherever the guard says error:
 # the domain test each guard holds (argument, comparison, bound), and the arguments whose
 # non-finite values it carries on (1/inf is 0: a divisor is not carried).
@@ -82,6 +85,11 @@ def trivial(gm: fx.GraphModule, node: fx.Node) -> object:
                 return x
         if t in (aten.bitwise_or.Tensor, aten.bitwise_and.Tensor) and args[0] is args[1]:
             return args[0]
+        absorbing = {aten.bitwise_and.Tensor: False, aten.logical_and.default: False,
+                     aten.bitwise_or.Tensor: True, aten.logical_or.default: True}.get(t)
+        if absorbing is not None and any(_all(gm, a, absorbing) for a in args):
+            return new_constant(gm, node, torch.full(tuple(_val(node).shape), absorbing, dtype=torch.bool,
+                                                     device=_device(gm)))
     if t == aten.where.self:
         cond, a, b = args
         for value, pick in ((True, a), (False, b)):
@@ -89,6 +97,27 @@ def trivial(gm: fx.GraphModule, node: fx.Node) -> object:
                 return pick
         if a is b and _same_shape(a, node):
             return a
+    return None
+
+
+def _device(gm: fx.GraphModule) -> torch.device:
+    return next((t.device for t in gm.buffers()), torch.device("cpu"))
+
+
+def bounded(gm: fx.GraphModule, node: fx.Node) -> object:
+    """MAX(0, ...)'s 'no numbers at all' test: max(c, x) with a finite constant c is never
+    -inf (min(c, x) never +inf), so x == -inf there is False; and amax over axes of length 1
+    is its argument."""
+    if node.target in (aten.amax.default, aten.amin.default) and _val(node.args[0]) is not None:
+        dims = node.args[1] if len(node.args) > 1 else []
+        if dims and all(_val(node.args[0]).shape[d] == 1 for d in dims) and _same_shape(node.args[0], node):
+            return node.args[0]
+    if node.target == aten.eq.Scalar and node.args[1] in (-math.inf, math.inf):
+        src = node.args[0]
+        op = aten.maximum.default if node.args[1] == -math.inf else aten.minimum.default
+        if isinstance(src, fx.Node) and src.target == op and any(
+                _constant(gm, a) is not None and bool(torch.isfinite(_constant(gm, a)).all()) for a in src.args):
+            return new_constant(gm, node, torch.zeros(tuple(_val(node).shape), dtype=torch.bool, device=_device(gm)))
     return None
 
 
@@ -307,9 +336,13 @@ def _carried(gm: fx.GraphModule, node: fx.Node, relaxed_output: bool, memo: dict
             ok = all(b is not None and node in _finite_checked(b) and _guard_reaches(gm, b, carried)
                      for b in _masks(u))
         elif u.target == aten.where.self and u.args[0] is not node:
-            ok = (node in _finite_checked(u.args[0]) and _guard_reaches(gm, u.args[0], carried)) or carried(u)
+            # where(bad, 1, x) of a guard that reaches the objective, or where(c, x, nan): an
+            # entry dropped there is an error anyway. Any other where can drop x's error.
+            other = u.args[1] if u.args[2] is node else u.args[2]
+            ok = (node in _finite_checked(u.args[0]) and _guard_reaches(gm, u.args[0], carried)) \
+                or (_all(gm, other, math.nan) and carried(u))
         elif u.target in _CARRY or (u.op == "call_method" and u.target in ("view", "expand")):
-            ok = _value_position(u, node) and carried(u)
+            ok = carried(u)
         elif u.target == aten.div.Tensor:
             ok = u.args[0] is node and u.args[1] is not node and carried(u)
         elif u.target == aten.pow.Tensor_Scalar:
@@ -326,13 +359,6 @@ def _guard_reaches(gm: fx.GraphModule, bad: fx.Node, carried) -> bool:
     """Some where(bad, nan, ...) reaches the objective: wherever bad holds, it is NaN."""
     return any(u.target == aten.where.self and u.args[0] is bad and _all(gm, u.args[1], math.nan) and carried(u)
                for u in bad.users)
-
-
-def _value_position(u: fx.Node, node: fx.Node) -> bool:
-    """node is read as a value, not as an index or a shape."""
-    if u.target == aten.index.Tensor:
-        return u.args[0] is node
-    return True
 
 
 def _is_comparison(u: fx.Node) -> bool:
@@ -354,4 +380,4 @@ def _masks(d: fx.Node) -> list[fx.Node | None]:
     return out
 
 
-__all__ = ["factory", "trivial", "isfinite", "common_subexpressions", "zero_mask", "reselect", "drop_guards"]
+__all__ = ["factory", "bounded", "trivial", "isfinite", "common_subexpressions", "zero_mask", "reselect", "drop_guards"]

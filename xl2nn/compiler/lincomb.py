@@ -86,4 +86,34 @@ def combine(gm: fx.GraphModule, node: fx.Node) -> object:
         return new_node(gm, aten.view.default, (prod, list(like.shape)), like.shape, like, node)
 
 
-__all__ = ["combine"]
+def sum_of_products(gm: fx.GraphModule, node: fx.Node) -> object:
+    """sum over the trailing axes of C * W, C a constant (n, ...) and W one block (1, ...) for
+    all n (a window times a kernel, a row of inputs times a row of weights) -> C as (n, k) @ W
+    as (k, 1): the im2col form of a convolution, one product."""
+    if node.target != aten.sum.dim_IntList or len(node.args) < 2 or node.kwargs:
+        return None
+    prod, dims = node.args[0], sorted(d % _val(node.args[0]).dim() for d in node.args[1])
+    keep = bool(node.args[2]) if len(node.args) > 2 else False
+    if not (isinstance(prod, fx.Node) and prod.target == aten.mul.Tensor and len(prod.users) == 1
+            and len(prod.args) == 2):
+        return None
+    shape = tuple(_val(prod).shape)
+    if len(shape) < 2 or dims != list(range(1, len(shape))):
+        return None
+    for k in (0, 1):
+        c, w = constant(gm, prod.args[k]), prod.args[1 - k]
+        if c is None or tuple(c.shape) != shape or not isinstance(w, fx.Node) \
+                or tuple(_val(w).shape) != (1, *shape[1:]) or _val(w).dtype != c.dtype:
+            continue
+        n, size = shape[0], _val(w).numel()
+        like = _val(node)
+        x = new_constant(gm, node, c.reshape(n, size).contiguous())
+        with gm.graph.inserting_before(node):
+            col = new_node(gm, aten.view.default, (w, [size, 1]), (size, 1), like, node)
+            out = new_node(gm, aten.mm.default, (x, col), (n, 1), like, node)
+            return new_node(gm, aten.view.default, (out, list(like.shape)), like.shape, like, node) \
+                if tuple(like.shape) != (n, 1) or not keep else out
+    return None
+
+
+__all__ = ["combine", "sum_of_products"]

@@ -155,9 +155,10 @@ def _gathers(node: fx.Node) -> bool:
 
 def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest relative difference of a to b (the objective, or a forward-only model's range);
-    inf where one side is an error (NaN) and the other is not."""
+    inf where one side is an error and the other is not. An error is any non-finite number: the
+    program may leave an overflow as inf where the interpreter says NaN (see guards.py)."""
     a, b = a.detach().double(), b.detach().double()
-    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    nan_a, nan_b = ~torch.isfinite(a), ~torch.isfinite(b)
     if bool((nan_a != nan_b).any()):
         return math.inf
     rel = (a - b).abs() / b.abs().clamp_min(1e-300)

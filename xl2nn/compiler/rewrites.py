@@ -318,10 +318,10 @@ def _reduce_through_view(gm: fx.GraphModule, node: fx.Node) -> object:
     return None
 
 
-_RULES = (_drop_lift, guards.factory, _fold_views, _fold_constants, guards.trivial, guards.isfinite, guards.reselect,
+_RULES = (_drop_lift, guards.factory, _fold_views, _fold_constants, guards.bounded, guards.trivial, guards.isfinite, guards.reselect,
           gathers.grid_matmul, gathers.gather_as_view, gathers.gather_past_view, gathers.where_past_view,
           _bmm_of_one, _bool_round_trip, _relu, _scalar_divisor, _full_sum, _select_only, _scalar_through, _square,
-          _mean, _mse, lincomb.combine, _view_past_binary, _view_past_unary, _reduce_through_view, vectorise.cat_of_slices)
+          _mean, _mse, lincomb.combine, lincomb.sum_of_products, _view_past_binary, _view_past_unary, _reduce_through_view, vectorise.cat_of_slices)
 
 
 def optimise(gm: fx.GraphModule, objective: bool = True) -> fx.GraphModule:
