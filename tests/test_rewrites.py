@@ -396,11 +396,18 @@ def test_the_checks_of_exported_source_catch_what_they_check():
     assert _check_source(good) == []
 
 
-@pytest.mark.parametrize("sheet", ["dotprod", "bias"])
-def test_sample_exports_clean_source_that_computes_the_sheet(tmp_path, sheet):
-    source = _export(SAMPLE, sheet, tmp_path / f"{sheet}.py")
+# Every Solver model of the samples: (workbook, sheet, objective)
+SAMPLE_MODELS = [("collab_filter", "dotprod", "Y2"), ("collab_filter", "bias", "Y2"), ("titanic", "nnet", "AH1"),
+                 ("titanic", "linear", "AA7"), ("titanic", "mmult", "AA1"), ("linear_regression", "regression", "H6"),
+                 ("softmax_regression", "softmax", "W8"), ("sgd_by_hand", "sgd", "T6"), ("convolution", "conv", "P9")]
+
+
+@pytest.mark.parametrize("book, sheet, loss", SAMPLE_MODELS, ids=[f"{b}-{s}" for b, s, _ in SAMPLE_MODELS])
+def test_sample_exports_clean_source_that_computes_the_sheet(tmp_path, book, sheet, loss):
+    src = ROOT / "sample_workbooks" / f"{book}.xlsx"
+    source = _export(src, sheet, tmp_path / f"{sheet}.py")
     assert _check_source(source) == []
-    want = _cached(SAMPLE, sheet, "Y2")
+    want = _cached(src, sheet, loss)
     assert math.isclose(float(_import(tmp_path / f"{sheet}.py")().detach()), want, rel_tol=1e-12)
 
 

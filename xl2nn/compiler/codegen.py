@@ -72,10 +72,19 @@ def module_source(program: Program, *, title: str, data_file: str, class_name: s
                 init.append(f'self.register_buffer("{name}", {_tensor(t, name, data)}, persistent=False)')
             names[node] = f"self.{buffers[node.target]}"
         elif node.op in ("call_function", "call_method"):
+            if node in names:               # a piece of a split, named where the split unpacked it
+                continue
             cells = _cells(node)
             if cells and cells != last_cells:
                 body.extend(f"# {c}" for c in cells.split("; "))
                 last_cells = cells
+            pieces = _unpacked(node)
+            if pieces:                      # a, b = torch.split(x, [1, 5], 1)
+                for piece in pieces:
+                    used["part"] = used.get("part", 0) + 1
+                    names[piece] = f"part{used['part']}"
+                body.append(", ".join(names[p] for p in pieces) + f" = {_call(node, names, device)}")
+                continue
             op = _op_name(node)
             used[op] = used.get(op, 0) + 1
             names[node] = f"{op}{used[op]}"
@@ -142,6 +151,19 @@ def _forward_lines(model: CompiledModel, inputs: list[str], body: list[str]) -> 
               '        """The workbook\'s own values of the input cells, in forward()\'s order."""',
               f"        return ({examples})"]
     return lines
+
+
+def _unpacked(node: fx.Node) -> list[fx.Node]:
+    """The pieces of a split, in order, when each is read once by index (else [])."""
+    if node.target is not torch.split:
+        return []
+    k = len(node.args[1]) if isinstance(node.args[1], (list, tuple)) else 0
+    pieces: list[fx.Node | None] = [None] * k
+    for u in node.users:
+        if u.target is not operator.getitem or not isinstance(u.args[1], int) or pieces[u.args[1]] is not None:
+            return []
+        pieces[u.args[1]] = u
+    return pieces if all(p is not None for p in pieces) else []
 
 
 def _cells_from_readers(gm: fx.GraphModule) -> None:

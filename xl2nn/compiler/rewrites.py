@@ -341,6 +341,9 @@ def optimise(gm: fx.GraphModule, objective: bool = True) -> fx.GraphModule:
                 gm.graph.eliminate_dead_code()
         if not changed:
             break
+    if vectorise.split_slices(gm):      # last: the rules above read slices, not splits
+        vectorise.topo_sort(gm)
+        gm.graph.eliminate_dead_code()
     _public_ops(gm)
     _constants_as_buffers(gm)
     gm.graph.lint()
@@ -359,7 +362,8 @@ _PUBLIC = {aten.mm.default: torch.mm, aten.relu.default: torch.relu, aten.t.defa
            aten.neg.default: torch.neg, aten.sigmoid.default: torch.sigmoid, aten.cat.default: torch.cat,
            aten.select.int: torch.select, aten.lt.Tensor: torch.lt, aten.gt.Tensor: torch.gt,
            aten.le.Tensor: torch.le, aten.ge.Tensor: torch.ge, aten.eq.Tensor: torch.eq,
-           aten.ne.Tensor: torch.ne, aten.maximum.default: torch.maximum, aten.minimum.default: torch.minimum}
+           aten.ne.Tensor: torch.ne, aten.maximum.default: torch.maximum, aten.minimum.default: torch.minimum,
+           aten.split_with_sizes.default: torch.split}
 # Overloads whose public function of the same name takes the same arguments.
 _SAME_NAME = ("bmm", "isfinite", "isinf", "isnan", "bitwise_not", "bitwise_or", "bitwise_and", "logical_not",
               "logical_or", "logical_and", "amax", "amin", "zeros", "ones", "full", "zeros_like", "ones_like",

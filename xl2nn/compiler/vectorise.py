@@ -8,12 +8,13 @@ by index arithmetic (which entries each piece reads), never assumed from names.
 """
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 
 import torch
 from torch import fx
 
-from .fxutil import meta_value, new_node
+from .fxutil import cells_of, meta_value, new_node
 
 aten = torch.ops.aten
 
@@ -206,6 +207,41 @@ def cat_of_slices(gm: fx.GraphModule, node: fx.Node) -> object:
     return new
 
 
+def split_slices(gm: fx.GraphModule) -> bool:
+    """x[:, :1] and x[:, 1:] (a bias column and the factors of one Solver range) -> one split:
+    one backward op that joins the pieces' gradients, not one zero-filled copy per slice."""
+    changed = False
+    for node in list(gm.graph.nodes):
+        v = meta_value(node)
+        if not isinstance(v, torch.Tensor) or v.dim() == 0:
+            continue
+        by_dim: dict[int, list[fx.Node]] = defaultdict(list)
+        for u in node.users:
+            if u.op == "call_function" and u.target == aten.slice.Tensor and u.args[0] is node \
+                    and len(u.args) >= 4 and u.args[4:5] in ((), (1,)) and not u.kwargs:
+                by_dim[u.args[1] % v.dim()].append(u)
+        for dim, slices in by_dim.items():
+            size = v.shape[dim]
+            spans = sorted({(max(0, s.args[2]), min(size, s.args[3])) for s in slices})
+            if len(spans) < 2 or spans[0][0] != 0 or spans[-1][1] != size \
+                    or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
+                continue
+            sizes = [b - a for a, b in spans]
+            with gm.graph.inserting_after(node):
+                split = gm.graph.call_function(aten.split_with_sizes.default, (node, sizes, dim))
+            split.meta["val"] = [torch.empty(tuple(v.shape[:dim]) + (n,) + tuple(v.shape[dim + 1:]),
+                                             dtype=v.dtype, device="meta") for n in sizes]
+            split.meta["custom"] = {"cells": cells_of(slices)} if cells_of(slices) else {}
+            for s in slices:
+                k = spans.index((max(0, s.args[2]), min(size, s.args[3])))
+                with gm.graph.inserting_after(split):
+                    piece = gm.graph.call_function(operator.getitem, (split, k))
+                piece.meta.update(s.meta)
+                s.replace_all_uses_with(piece)
+            changed = True
+    return changed
+
+
 def topo_sort(gm: fx.GraphModule) -> None:
     """Rewrites insert nodes at the end; put every node after what it reads, keeping the
     original order wherever it already works."""
@@ -237,4 +273,4 @@ def topo_sort(gm: fx.GraphModule) -> None:
         prev = node
 
 
-__all__ = ["INDEXING", "fuse_matmuls", "sink_unary", "sum_pieces", "cat_of_slices", "topo_sort"]
+__all__ = ["split_slices", "INDEXING", "fuse_matmuls", "sink_unary", "sum_pieces", "cat_of_slices", "topo_sort"]
