@@ -38,6 +38,7 @@ def test_models_covers_every_solver_model_of_the_samples():
     from xl2nn.compiler.model import solver_sheets
     from xl2nn.reader import read_workbook
     samples = {(p.name, sheet) for p in sorted((ROOT / "sample_workbooks").glob("*.xlsx"))
+               if "." not in p.stem          # (not titanic.trained.xlsx, written by the README command)
                for sheet in solver_sheets(read_workbook(p))}
     assert {(book, sheet) for book, sheet, _ in MODELS.MODELS.values()} == samples
 
