@@ -7,6 +7,9 @@ from typing import Sequence
 import torch
 from torch import fx
 
+# The reshapes make_fx records (rewrites see through them).
+VIEWS = {torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default, torch.ops.aten.reshape.default}
+
 
 def meta_value(node: object) -> torch.Tensor | None:
     """The value make_fx recorded for a node (a fake or meta tensor: shape and dtype)."""
@@ -60,4 +63,4 @@ def new_constant(gm: fx.GraphModule, before: fx.Node, value: torch.Tensor) -> fx
         return node
 
 
-__all__ = ["meta_value", "new_node", "cells_of", "constant", "new_constant"]
+__all__ = ["VIEWS", "meta_value", "new_node", "cells_of", "constant", "new_constant"]

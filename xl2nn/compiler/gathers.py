@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from .fxutil import VIEWS as _VIEWS
 from .fxutil import constant, new_constant, new_node
 from .fxutil import meta_value as _val
 
 aten = torch.ops.aten
-_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 _BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
 
 

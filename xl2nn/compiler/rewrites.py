@@ -13,6 +13,7 @@ import torch
 from torch import fx
 
 from . import gathers, guards, lincomb, vectorise
+from .fxutil import VIEWS as _VIEWS
 from .fxutil import constant as _constant
 from .fxutil import meta_value as _val
 from .fxutil import new_constant as _new_constant
@@ -20,7 +21,6 @@ from .fxutil import new_node
 
 aten = torch.ops.aten
 
-_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 # Ops that compute nothing (they re-index memory); not counted as tensor ops.
 FREE = vectorise.INDEXING | {torch.t, torch.select}
 
