@@ -1,13 +1,22 @@
-"""Write a titanic-style `nnet` workbook with N data rows, as Excel would save it.
+"""Write a titanic-style `nnet` workbook with N data rows, as Excel (or another writer) would save it.
 
 Per row: a 0/1 target (A), ten inputs (G:P, P = 1 for the bias), two SUMPRODUCTs against the
 2×10 weight block R4:AA5, two IF-ReLUs, their sum and a squared error (AC:AH); AH1 averages
 the errors and a hidden Solver model minimises AH1 by changing R4:AA5. Copied formulas are
 stored as Excel stores them — one shared-formula master per column plus children — and every
 formula cell carries its cached value (computed here with NumPy), so the file reads like one
-Excel saved. The workbook is generated, never committed:
+Excel saved. The same model can be written as other authors' tools write it (`--flavour`):
 
-    python benchmarks/big_workbook.py OUT.xlsx [--rows 100000] [--seed 0]
+  excel                 one shared-formula master per column, cached values (the default)
+  openpyxl              openpyxl's Workbook: formula text per cell, no cached values
+  openpyxl-write-only   openpyxl's write_only mode: the same, streamed, inline strings
+  xlsxwriter            XlsxWriter: formula text per cell with its cached value, shared strings
+  libreoffice           the Excel-style file opened and saved by headless LibreOffice
+                        (formula text per cell, <f aca="false">, t="n"); needs soffice
+
+The workbook is generated, never committed:
+
+    python benchmarks/big_workbook.py OUT.xlsx [--rows 100000] [--seed 0] [--flavour excel]
 """
 from __future__ import annotations
 
@@ -53,6 +62,16 @@ _STYLES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 SOLVER = {"solver_adj": "nnet!$R$4:$AA$5", "solver_opt": "nnet!$AH$1", "solver_typ": "2", "solver_val": "0",
           "solver_eng": "1", "solver_neg": "2", "solver_num": "0", "solver_ver": "3"}
 
+FLAVOURS = ("excel", "openpyxl", "openpyxl-write-only", "xlsxwriter", "libreoffice")
+FORMULAS = [("AC", "SUMPRODUCT($G{r}:$P{r},$R$4:$AA$4)"), ("AD", "SUMPRODUCT($G{r}:$P{r},$R$5:$AA$5)"),
+            ("AE", "IF(AC{r}<0,0,AC{r})"), ("AF", "IF(AD{r}<0,0,AD{r})"), ("AG", "AE{r}+AF{r}"),
+            ("AH", "($A{r}-AG{r})^2")]
+# --broken: the first hidden unit multiplies a row by a column, #VALUE! in Excel, and the
+# error reaches the objective through the ReLU, the prediction and the loss
+BROKEN = "SUMPRODUCT($G{r}:$P{r},$R$4:$R$13)"
+ERROR_COLS = (0, 2, 4, 5)
+HEADERS = ["Lin1", "Lin2", "ReLU1", "ReLU2", "Preds", "Loss"]
+
 
 def data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Targets (rows,), inputs (rows, 10) and weights (2, 10), titanic-like in range."""
@@ -79,32 +98,33 @@ def _num(v: float) -> str:
     return repr(float(v)).removesuffix(".0") if float(v).is_integer() else repr(float(v))
 
 
-def sheet_xml(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> bytes:
+def formulas(broken: bool = False) -> list[tuple[str, str]]:
+    return [(FORMULAS[0][0], BROKEN)] + FORMULAS[1:] if broken else FORMULAS
+
+
+def _value(v: float) -> str:
+    """The cell's type attribute for a cached value (NaN stands for #VALUE!)."""
+    return '' if v == v else ' t="e"'
+
+
+def sheet_xml(y: np.ndarray, x: np.ndarray, w: np.ndarray, broken: bool = False) -> bytes:
     n = len(y)
     last = FIRST + n - 1
-    lin = x @ w.T                          # (n, 2)
-    relu = np.where(lin < 0, 0, lin)
-    pred = relu.sum(axis=1)
-    err = (y - pred) ** 2
-    loss = err.mean()
+    cached_values, loss = cached(y, x, w, broken)
     out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
            '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
            f'<dimension ref="A1:AH{last}"/><sheetViews><sheetView tabSelected="1" workbookViewId="0"/>'
            '</sheetViews><sheetFormatPr defaultRowHeight="15"/><sheetData>'
            '<row r="1"><c r="AG1" t="inlineStr"><is><t>Total loss:</t></is></c>'
-           f'<c r="AH1"><f>AVERAGE(AH{FIRST}:AH{last})</f><v>{_num(loss)}</v></c></row>'
+           f'<c r="AH1"{_value(loss)}><f>AVERAGE(AH{FIRST}:AH{last})</f><v>{_text(loss)}</v></c></row>'
            '<row r="3"><c r="A3" t="inlineStr"><is><t>Survived</t></is></c>']
     out += [f'<c r="{c}3" t="inlineStr"><is><t>{name}</t></is></c>' for c, name in zip(IN_COLS, INPUTS)]
     out += [f'<c r="{c}3" t="inlineStr"><is><t>{name}</t></is></c>' for c, name in zip(W_COLS, INPUTS)]
     out += [f'<c r="{c}3" t="inlineStr"><is><t>{h}</t></is></c>'
-            for c, h in zip(["AC", "AD", "AE", "AF", "AG", "AH"], ["Lin1", "Lin2", "ReLU1", "ReLU2", "Preds", "Loss"])]
+            for c, h in zip(["AC", "AD", "AE", "AF", "AG", "AH"], HEADERS)]
     out.append("</row>")
-    formulas = [("AC", "SUMPRODUCT($G{r}:$P{r},$R$4:$AA$4)"), ("AD", "SUMPRODUCT($G{r}:$P{r},$R$5:$AA$5)"),
-                ("AE", "IF(AC{r}<0,0,AC{r})"), ("AF", "IF(AD{r}<0,0,AD{r})"), ("AG", "AE{r}+AF{r}"),
-                ("AH", "($A{r}-AG{r})^2")]
-    cached = [lin[:, 0], lin[:, 1], relu[:, 0], relu[:, 1], pred, err]
     xs = [[_num(v) for v in col] for col in x.T]
-    fs = [[repr(float(v)) for v in col] for col in cached]
+    fs = [[_text(v) for v in col.tolist()] for col in cached_values]
     ys = [_num(v) for v in y]
     for i in range(n):
         r = FIRST + i
@@ -112,12 +132,13 @@ def sheet_xml(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> bytes:
         cells += [f'<c r="{c}{r}"><v>{xs[j][i]}</v></c>' for j, c in enumerate(IN_COLS)]
         if i < 2:
             cells += [f'<c r="{c}{r}"><v>{_num(w[i, j])}</v></c>' for j, c in enumerate(W_COLS)]
-        for k, (c, text) in enumerate(formulas):
+        for k, (c, text) in enumerate(formulas(broken)):
             if i == 0:
                 f = f'<f t="shared" ref="{c}{FIRST}:{c}{last}" si="{k}">{escape(text.format(r=r))}</f>'
             else:
                 f = f'<f t="shared" si="{k}"/>'
-            cells.append(f'<c r="{c}{r}">{f}<v>{fs[k][i]}</v></c>')
+            typ = ' t="e"' if fs[k][i] == "#VALUE!" else ""
+            cells.append(f'<c r="{c}{r}"{typ}>{f}<v>{fs[k][i]}</v></c>')
         cells.append("</row>")
         out.append("".join(cells))
     out.append("</sheetData></worksheet>")
@@ -135,7 +156,25 @@ def workbook_xml() -> bytes:
             f'<definedNames>{names}</definedNames><calcPr calcId="191029"/></workbook>').encode()
 
 
-def write(path: str | Path, rows: int, seed: int = 0) -> Path:
+def _text(v: float) -> str:
+    return repr(float(v)) if v == v else "#VALUE!"
+
+
+def cached(y: np.ndarray, x: np.ndarray, w: np.ndarray, broken: bool = False) -> tuple[list[np.ndarray], float]:
+    """Each formula column's values, and the loss, as Excel computes them (NaN: #VALUE!)."""
+    lin = x @ w.T
+    if broken:
+        lin[:, 0] = np.nan
+    relu = np.where(lin < 0, 0, lin)
+    pred = relu.sum(axis=1)
+    err = (y - pred) ** 2
+    return [lin[:, 0], lin[:, 1], relu[:, 0], relu[:, 1], pred, err], float(err.mean())
+
+
+def write(path: str | Path, rows: int, seed: int = 0, flavour: str = "excel", broken: bool = False) -> Path:
+    """Write the workbook to `path` as `flavour` (see FLAVOURS) saves it."""
+    if flavour != "excel":
+        return _write_other(Path(path), rows, seed, flavour, broken)
     y, x, w = data(rows, seed)
     path = Path(path)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
@@ -144,8 +183,94 @@ def write(path: str | Path, rows: int, seed: int = 0) -> Path:
         zf.writestr("xl/workbook.xml", workbook_xml())
         zf.writestr("xl/_rels/workbook.xml.rels", _WB_RELS)
         zf.writestr("xl/styles.xml", _STYLES)
-        zf.writestr("xl/worksheets/sheet1.xml", sheet_xml(y, x, w))
+        zf.writestr("xl/worksheets/sheet1.xml", sheet_xml(y, x, w, broken))
     return path
+
+
+def _rows(y: np.ndarray, x: np.ndarray, w: np.ndarray, broken: bool = False):
+    """The sheet row by row as (row number, [(column letters, value or '=formula')]), with the
+    cached value of each formula cell beside it: what a cell-by-cell writer is given."""
+    n = len(y)
+    values, loss = cached(y, x, w, broken)
+    last = FIRST + n - 1
+    yield 1, [("AG", "Total loss:", None), ("AH", f"=AVERAGE(AH{FIRST}:AH{last})", loss)]
+    yield 3, [("A", "Survived", None)] + [(c, h, None) for c, h in zip(IN_COLS, INPUTS)] + \
+        [(c, h, None) for c, h in zip(W_COLS, INPUTS)] + \
+        [(c, h, None) for c, h in zip(["AC", "AD", "AE", "AF", "AG", "AH"], HEADERS)]
+    for i in range(n):
+        r = FIRST + i
+        cells = [("A", float(y[i]), None)] + [(c, float(x[i, j]), None) for j, c in enumerate(IN_COLS)]
+        if i < 2:
+            cells += [(c, float(w[i, j]), None) for j, c in enumerate(W_COLS)]
+        cells += [(c, "=" + text.format(r=r), _text(values[k][i]) if values[k][i] != values[k][i] else values[k][i])
+                  for k, (c, text) in enumerate(formulas(broken))]
+        yield r, cells
+
+
+def _col(letters: str) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + ord(ch) - 64
+    return n
+
+
+def _write_other(path: Path, rows: int, seed: int, flavour: str, broken: bool) -> Path:
+    y, x, w = data(rows, seed)
+    if flavour == "libreoffice":
+        import shutil
+        import subprocess
+        import tempfile
+        soffice = shutil.which("soffice") or shutil.which("libreoffice")
+        if soffice is None:
+            raise RuntimeError("the libreoffice flavour needs soffice on PATH")
+        with tempfile.TemporaryDirectory(prefix="xl2nn-lo-save-") as tmp:
+            src = Path(tmp) / path.name
+            write(src, rows, seed, broken=broken)
+            out = Path(tmp) / "out"
+            subprocess.run([soffice, f"-env:UserInstallation=file://{tmp}/profile", "--headless",
+                            "--convert-to", "xlsx:Calc MS Excel 2007 XML", "--outdir", str(out), str(src)],
+                           check=True, capture_output=True, timeout=3600)
+            shutil.move(out / path.name, path)
+        return path
+    if flavour in ("openpyxl", "openpyxl-write-only"):
+        import openpyxl
+        from openpyxl.workbook.defined_name import DefinedName
+        wb = openpyxl.Workbook(write_only=flavour == "openpyxl-write-only")
+        ws = wb.create_sheet("nnet") if wb.write_only else wb.active
+        ws.title = "nnet"
+        if wb.write_only:
+            written = 0
+            for r, cells in _rows(y, x, w, broken):
+                line = [None] * max(_col(c) for c, _, _ in cells)
+                for c, v, _ in cells:
+                    line[_col(c) - 1] = v
+                for _ in range(r - 1 - written):     # the empty row 2
+                    ws.append([])
+                ws.append(line)
+                written = r
+        else:
+            for r, cells in _rows(y, x, w, broken):
+                for c, v, _ in cells:
+                    ws.cell(r, _col(c), v)
+        for k, v in SOLVER.items():
+            ws.defined_names[k] = DefinedName(k, attr_text=v, hidden=True)
+        wb.save(path)
+        return path
+    if flavour == "xlsxwriter":
+        import xlsxwriter
+        book = xlsxwriter.Workbook(str(path), {"constant_memory": True})
+        ws = book.add_worksheet("nnet")
+        for r, cells in _rows(y, x, w, broken):
+            for c, v, value in cells:
+                if isinstance(v, str) and v.startswith("="):
+                    ws.write_formula(r - 1, _col(c) - 1, v, None, value)
+                else:
+                    ws.write(r - 1, _col(c) - 1, v)
+        for k, v in SOLVER.items():
+            book.define_name(f"nnet!{k}", "=" + v if "!" in v else v)
+        book.close()
+        return path
+    raise ValueError(f"unknown flavour {flavour!r}; one of {', '.join(FLAVOURS)}")
 
 
 def main() -> None:
@@ -153,8 +278,10 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flavour", choices=FLAVOURS, default="excel")
+    ap.add_argument("--broken", action="store_true", help="a #VALUE! (row times column) that reaches the objective")
     args = ap.parse_args()
-    p = write(args.out, args.rows, args.seed)
+    p = write(args.out, args.rows, args.seed, args.flavour, args.broken)
     print(f"{p}: {args.rows:,} rows, {p.stat().st_size / 2**20:.1f} MiB")
 
 

@@ -69,3 +69,12 @@ def test_measure_all_reports_each_model():
     assert list(r) == ["sgd", "dotprod"]
     assert r["sgd"]["rows"] == 30 and r["dotprod"]["rows"] > 0 and r["dotprod"]["ops"] > 0
     assert all(v["ratio"] == v["program"] / v["hand"] > 0 for v in r.values())
+
+
+def test_scale_measures_each_writer_and_the_error_report(tmp_path):
+    """benchmarks/scale.py's per-writer run: whole processes that succeed (inspect, train with
+    write-back) and one that must fail with exit 2 naming the #VALUE! (the broken workbook)."""
+    scale = _script("scale")
+    r = scale.measure_flavour("openpyxl-write-only", 150, tmp_path, libreoffice=False)
+    assert r["inspect"] > 0 and r["train"] > 0 and r["error"] > 0 and r["train_mib"] > 0
+    assert (tmp_path / "out_openpyxl-write-only_150.xlsx").exists() and not (tmp_path / "never.xlsx").exists()

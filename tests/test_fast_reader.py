@@ -39,7 +39,10 @@ def _snapshot(path: Path) -> dict:
     out = {}
     for s in wb.sheets.values():
         values = {pos: (type(v).__name__, v) for pos, v in s.values.items()}
-        formulas = {pos: (f.text, f.anchor, f.array) for pos, f in s.formulas.items()}
+        # a formula by what it computes at its cell: its R1C1 shape (a copy stored as a shared
+        # formula reads as its own text would); an array formula as written, at its anchor
+        formulas = {pos: (f.text, f.anchor, f.array) if f.array is not None else shape_key(f.text, *f.anchor)
+                    for pos, f in s.formulas.items()}
         out[s.name] = (values, formulas, list(s.arrays), s.max_row, s.max_col)
     return out
 

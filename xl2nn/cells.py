@@ -58,6 +58,18 @@ def a1(row: int, col: int) -> str:
 
 _A1 = re.compile(r"^\$?([A-Za-z]{1,3})\$?(\d+)$")
 
+# Where the A1 references lie in a formula's text, found without parsing it. Matched whole and
+# skipped: string literals, quoted sheet names, bracketed structured references (no groups).
+# A row range `4:7` (groups 1-4: $, row, $, row) and a cell `$A4` (groups 5-8: $, letters, $,
+# row) are not glued to a name, a number or a call: LOG10( and Table1 are not references.
+A1_TOKEN = re.compile(r"""
+    "(?:[^"]|"")*"
+  | '(?:[^']|'')*'
+  | \[(?:[^\[\]]|\[[^\]]*\])*\]
+  | (?<![\w.$:])(\$?)([0-9]{1,7}):(\$?)([0-9]{1,7})(?![\w.(!\[:])
+  | (?<![\w.$])(\$?)([A-Za-z]{1,3})(\$?)([0-9]{1,7})(?![\w.(!\[])
+""", re.X)
+
 
 def parse_a1(ref: str) -> tuple[int, int]:
     """'B3' or '$B$3' -> (3, 2)."""

@@ -9,29 +9,24 @@ from __future__ import annotations
 
 import re
 
-from ..cells import MAX_COL, MAX_ROW, col_number
-
-# Skipped whole: string literals, quoted sheet names, bracketed structured references.
-# A reference is letters+digits not glued to a name, a number or a call: LOG10( and
-# Table1 are not references.
-_TOKEN = re.compile(r"""
-    "(?:[^"]|"")*"
-  | '(?:[^']|'')*'
-  | \[(?:[^\[\]]|\[[^\]]*\])*\]
-  | (?<![\w.$])(\$?)([A-Za-z]{1,3})(\$?)([0-9]{1,7})(?![\w.(!\[])
-""", re.X)
+from ..cells import A1_TOKEN, MAX_COL, MAX_ROW, col_number
 
 
 def shape_key(text: str, row: int, col: int) -> str:
     """`text` with every A1 reference made relative to (row, col): equal keys, equal shapes."""
     def rel(m: re.Match) -> str:
-        if m.group(2) is None:
+        if m.group(2) is not None:                    # a row range 4:7
+            a1, r1, a2, r2 = m.group(1, 2, 3, 4)
+            if not (1 <= int(r1) <= MAX_ROW and 1 <= int(r2) <= MAX_ROW):
+                return m.group(0)
+            return "\0" + "".join(f"R{r}" if a else f"R[{int(r) - row}]" for a, r in ((a1, r1), (a2, r2))) + "\0"
+        if m.group(6) is None:
             return m.group(0)
-        c_abs, letters, r_abs, digits = m.groups()
+        c_abs, letters, r_abs, digits = m.group(5, 6, 7, 8)
         c, r = col_number(letters), int(digits)
         if c > MAX_COL or r > MAX_ROW or r < 1:
             return m.group(0)               # not a cell: a name such as ZZZ1
         rk = f"R{r}" if r_abs else f"R[{r - row}]"
         ck = f"C{c}" if c_abs else f"C[{c - col}]"
         return "\0" + rk + ck + "\0"
-    return _TOKEN.sub(rel, text)
+    return A1_TOKEN.sub(rel, text)

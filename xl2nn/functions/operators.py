@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..cells import CellError
 from .registry import Context, Elementwise
-from .values import BOOL, DIV0, EMPTY, NUM, NUM_ERR, TEXT, Val, fit, to_text
+from .values import BOOL, DIV0, EMPTY, ERROR, NUM, NUM_ERR, TEXT, Val, error_overlay, fit, overlay_errors, to_text
 
 
 def _div(a: float, b: float) -> float | CellError:
@@ -84,9 +85,22 @@ def compare(op: str, a: Val, b: Val, ctx: Context) -> Val:
             sources = tuple(v.num for v in (a, b) if not v.exact)
             out.poison = (sources, op == "<>") if sources else None
         return out
+    # numbers beside error values (a column of #VALUE! compared with 0): in bulk
+    shape = tuple(torch.broadcast_shapes(a.num.shape, b.num.shape))
+    got = error_overlay([a, b], shape, (NUM, EMPTY)) if ERROR in _kinds(a) | _kinds(b) else None
+    if got is not None:
+        one = torch.ones((), dtype=a.num.dtype, device=a.num.device)
+        m = torch.from_numpy(got[0]).to(a.num.device)
+        x, y = torch.where(m, one, a.num), torch.where(m, one, b.num)
+        if bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all()):
+            return overlay_errors(_TORCH_COMPARE[op](x, y).to(a.num.dtype), BOOL, *got)
     ew = Elementwise(lambda *_: None, lambda x, y: compare_scalars(op, x, y),
                      result_kind=BOOL, coerce=lambda x: x)
     return ew.slow([a, b], ctx)
+
+
+def _kinds(v: Val) -> set[int]:
+    return {v.kind} if not isinstance(v.kind, np.ndarray) else set(np.unique(v.kind).tolist())
 
 
 def concat(a: Val, b: Val, ctx: Context) -> Val:

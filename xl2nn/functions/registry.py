@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from .values import ERROR, NUM, Val, fit, from_objects, scalar, to_number, to_objects
+from .values import (ERROR, NUM, Val, error_overlay, fit, from_objects, scalar, to_number, to_objects,
+                     overlay_errors)
 
 
 class Context(Protocol):
@@ -84,7 +85,28 @@ class Elementwise:
                 return Val(self.torch_fn(*nums), self.result_kind)
             if not ctx.checked:
                 return Val(self._guarded(nums), self.result_kind)
-        return self.slow(args, ctx)
+        return self._past_errors(args, ctx) or self.slow(args, ctx)
+
+    def _past_errors(self, args: list[Val], ctx: Context) -> Val | None:
+        """Numbers with error values among them, in bulk: each error entry passes the first
+        argument's error on, the rest is computed as tensors. None: the scalar path decides
+        (text to coerce, a domain error, a non-finite number)."""
+        coerce = self.coerce if isinstance(self.coerce, tuple) else (self.coerce,) * len(args)
+        if any(how is not to_number for how in coerce):
+            return None
+        shape = tuple(torch.broadcast_shapes(*(a.num.shape for a in args)))
+        got = error_overlay(args, shape)
+        if got is None or not got[0].any():
+            return None
+        mask, codes = got
+        m = torch.from_numpy(mask).to(args[0].num.device)
+        one = torch.ones((), dtype=args[0].num.dtype, device=m.device)
+        nums = [torch.where(m, one, a.num) for a in args]
+        if not all(bool(torch.isfinite(x).all()) for x in nums):
+            return None
+        if self.domain_error is not None and bool((self.domain_error(*nums) & ~m).any()):
+            return None
+        return overlay_errors(self.torch_fn(*nums), self.result_kind, mask, codes)
 
     def _guarded(self, nums: list[torch.Tensor]) -> torch.Tensor:
         """Unchecked runs: NaN (an error, see values.py) where Excel gives one, never inf (1/0

@@ -137,6 +137,35 @@ def from_objects(objs: np.ndarray, device: torch.device | str = "cpu") -> Val:
                text.reshape(shape) if any_text else None)
 
 
+def error_overlay(args: list[Val], shape: tuple[int, ...],
+                  allowed: tuple[int, ...] = NUMERIC_KINDS) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where any of `args` holds an error value, the first in argument order (Excel's rule for
+    operators and elementwise functions): a mask and the codes. None when some other entry
+    is of a kind outside `allowed` (text wants coercing: that is the scalar path's work) or
+    a non-finite number. This is how a column of #VALUE! flows through a checked run in
+    bulk rather than cell by cell."""
+    mask = np.zeros(shape, bool)
+    codes = np.empty(shape, dtype=object)
+    for a in args:
+        k = np.broadcast_to(a.kinds(), shape)
+        err = k == ERROR
+        if not np.isin(k[~err], allowed).all():
+            return None
+        first = err & ~mask
+        if first.any():
+            text = np.broadcast_to(a.text, shape) if a.text is not None else np.full(shape, VALUE.code, dtype=object)
+            codes[first] = text[first]
+            mask |= first
+    return mask, codes
+
+
+def overlay_errors(num: torch.Tensor, kind: int, mask: np.ndarray, codes: np.ndarray) -> Val:
+    """A result of `kind` with the errors of `error_overlay` laid over it (NaN in the number)."""
+    m = torch.from_numpy(np.ascontiguousarray(mask)).to(num.device)
+    num = torch.where(m, torch.full((), float("nan"), dtype=num.dtype, device=num.device), num)
+    return Val(num, np.where(mask, ERROR, kind).astype(np.int8), np.where(mask, codes, None))
+
+
 def to_objects(v: Val) -> np.ndarray:
     """Val -> object array of Python cell values (float, bool, str, CellError, None)."""
     num = v.num.detach().cpu().numpy()

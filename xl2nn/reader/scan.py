@@ -4,8 +4,9 @@ An XML parser costs a Python call per element: 4 million of them for a 100,000-r
 sheet. The cells Excel, LibreOffice and openpyxl write have one plain form
 (`<c r="B7" s="1" t="s"><f ...>..</f><v>..</v></c>`), so the tags can be found by
 byte position, all at once: '<' positions, classified by the bytes after them, then
-matched to their cell with searchsorted. Numbers are parsed by NumPy in one call.
-Only formulas with text, strings and the rare oddity are handled one by one.
+matched to their cell with searchsorted. Numbers are parsed by NumPy in one call, and
+formula texts copied down a column are recognised as copies in bulk (copies.py). Only
+strings, lone formulas and the rare oddity are handled one by one.
 
 Anything outside that form (namespace prefixes, cells without `r`, comments, CDATA,
 unknown entities, a malformed tag) makes `scan` return None before it changes anything,
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..cells import MAX_COL, MAX_ROW, CellError, CellValue
 from ..ooxml import NS_MAIN
+from .copies import copied_runs
 
 _LT, _GT, _SLASH, _QUOTE, _SPACE = 60, 62, 47, 34, 32
 _CHILD = np.frombuffer(b'<f t="shared" si="', np.uint8)
@@ -31,6 +33,11 @@ _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 _INLINE_T = re.compile(rb"<t(?:\s[^>]*)?>([^<]*)</t>")
 _PHONETIC = re.compile(rb"<rPh\b.*?</rPh>", re.S)
 _CM = re.compile(rb' cm="([0-9]+)"')
+# How formulas without a t="..." open, by writer: plain (openpyxl, XlsxWriter), with
+# LibreOffice's aca, or Excel's ca (calculate always). None of them changes what the text means.
+_PLAIN_F = [np.frombuffer(p, np.uint8) for p in
+            (b"<f>", b'<f aca="false">', b'<f aca="true">', b'<f ca="1">', b'<f ca="true">', b'<f ca="0">',
+             b'<f ca="false">')]
 
 
 class Unusual(Exception):
@@ -45,6 +52,9 @@ class Scanned:
     other: dict[tuple[int, int], CellValue] = field(default_factory=dict)        # text, bool, error
     # formulas with text or attributes other than a plain shared child: (pos, attrs, text or None)
     formulas: list[tuple[tuple[int, int], dict[str, str], str | None]] = field(default_factory=list)
+    # texts copied down a column, one per cell in the part: (text, its cell, rows, cols of the
+    # cells holding it moved), to be stored as a shared formula
+    copies: list[tuple[str, tuple[int, int], np.ndarray, np.ndarray]] = field(default_factory=list)
     child_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # <f t="shared" si="k"/>
     child_cols: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     child_si: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
@@ -61,9 +71,10 @@ class ValueSpans:
     rows: np.ndarray
     cols: np.ndarray
     kind: np.ndarray        # t="..." first letter ('S' for str), 'n' when absent
-    vo: np.ndarray          # each <v>'s '<' ...
-    ve: np.ndarray          # ... its '</v>'s '<'
+    vo: np.ndarray          # each value element's '<' (also of an empty <v/> or <v />) ...
+    ve: np.ndarray          # ... where its text ends (its '</v>'s '<'; vo + 3 when empty)
     vci: np.ndarray         # ... and the index of its cell
+    close: np.ndarray       # each cell's '</c>' ('<'); -1 for a self-closing <c .../>
 
 
 def unescape(text: str) -> str:
@@ -237,18 +248,23 @@ class Layout:
     rows: np.ndarray
     cols: np.ndarray
     kind: np.ndarray        # t="..." first letter ('S' for str), 'n' when absent
-    vo: np.ndarray          # each <v>'s '<' ...
-    ve: np.ndarray          # ... and its '</v>'s '<'
+    vo: np.ndarray          # each value element's '<' ...
+    ve: np.ndarray          # ... where its text ends ('<' of '</v>'; vo + 3 for <v/>)
     vci: np.ndarray         # ... and the cell it belongs to
+
+
+def _spans(lay: Layout) -> ValueSpans:
+    close = np.where(lay.close > lay.tag_end + 1, lay.close, -1)
+    return ValueSpans(lay.rows.astype(np.int32), lay.cols.astype(np.int32), lay.kind, lay.vo, lay.ve,
+                      lay.vci.astype(np.int32), close)
 
 
 def locate(data: bytes, start: int, stop: int) -> ValueSpans | None:
     """The ValueSpans of `data[start:stop]`, a <sheetData> body; None when it is not plain."""
     try:
-        lay = _locate(np.frombuffer(data, np.uint8), start, stop)
+        return _spans(_locate(np.frombuffer(data, np.uint8), start, stop))
     except (Unusual, ValueError, IndexError, OverflowError):
         return None
-    return ValueSpans(lay.rows, lay.cols, lay.kind, lay.vo, lay.ve, lay.vci)
 
 
 def _locate(a: np.ndarray, start: int, stop: int) -> Layout:
@@ -291,15 +307,21 @@ def _locate(a: np.ndarray, start: int, stop: int) -> Layout:
     rows, cols, after_r = _cell_refs(a, cs)
     kind = _cell_types(a, after_r, tag_end - self_closing)
 
-    # <v>value</v>
+    # <v>value</v>, and the empty values openpyxl writes: <v/>, <v /> (and <v></v>)
     is_v = nx1 == ord("v")
     vo = lt[is_v & (nx2 == _GT)]
-    if (is_v & (nx2 == _SPACE)).any():
+    empty = is_v & (((nx2 == _SLASH) & (nx3 == _GT)) | ((nx2 == _SPACE) & (nx3 == _SLASH)))
+    e_at = lt[empty]
+    if (is_v & ~empty & (nx2 == _SPACE)).any() or (np.take(a, e_at + np.where(nx2[empty] == _SLASH, 3, 4)) != _GT).any():
         raise Unusual("<v> with attributes")
     ve = lt[(nx1 == _SLASH) & (nx2 == ord("v")) & (nx3 == _GT)]
     # each value closes at the very next tag: no markup inside
     if len(ve) != len(vo) or (len(vo) and (np.take(lt, np.searchsorted(lt, vo) + 1) != ve).any()):
         raise Unusual("<v> holds markup")
+    if len(e_at):
+        vo, ve = np.concatenate([vo, e_at]), np.concatenate([ve, e_at + 3])
+        order = np.argsort(vo, kind="stable")
+        vo, ve = vo[order], ve[order]
     vci = _owner(cs, tag_end, close, vo)
     if len(vci) > 1 and (np.diff(vci) == 0).any():
         raise Unusual("two values in a cell")
@@ -319,7 +341,10 @@ def _scan(body: bytes, start: int, stop: int, shared: list[str]) -> Scanned:
         raise
     lt, (nx1, nx2, nx3) = lay.lt, lay.nx
     cs, tag_end, close, rows, cols, kind = lay.cs, lay.tag_end, lay.close, lay.rows, lay.cols, lay.kind
-    vo, ve, vci = lay.vo, lay.ve, lay.vci
+    # an empty <v/> is no value (openpyxl's formula cells), but a formula's empty text result
+    # is "" (LibreOffice writes t="str" and <v></v>)
+    full = (lay.ve > lay.vo + 3) | (kind[lay.vci] == ord("S"))
+    vo, ve, vci = lay.vo[full], lay.ve[full], lay.vci[full]
     name_end = (nx2 == _SPACE) | (nx2 == _GT) | (nx2 == _SLASH)
     out.max_row, out.max_col = int(rows.max()), int(cols.max())
     vkind = kind[vci]
@@ -333,10 +358,7 @@ def _scan(body: bytes, start: int, stop: int, shared: list[str]) -> Scanned:
         w[np.arange(width)[None, :] >= lens[:, None]] = 0
         values = _numbers(w)
         out.rows, out.cols, out.numbers = rows[vci[num]], cols[vci[num]], values
-    for i in np.flatnonzero(~num):
-        ci = int(vci[i])
-        text = body[vo[i] + 3:ve[i]].decode()
-        out.other[(int(rows[ci]), int(cols[ci]))] = _typed(int(vkind[i]), text, shared)
+    _others(body, a, vo[~num], ve[~num], vkind[~num], rows[vci[~num]], cols[vci[~num]], shared, out)
 
     # inline strings
     iso = lt[(nx1 == ord("i")) & (nx2 == ord("s")) & (nx3 == _GT)]
@@ -367,7 +389,8 @@ def _scan(body: bytes, start: int, stop: int, shared: list[str]) -> Scanned:
         child[idx[~plain]] = False
         ci = fci[idx[plain]]
         out.child_rows, out.child_cols, out.child_si = rows[ci], cols[ci], si[plain]
-    for i in np.flatnonzero(~child).tolist():
+    lone = _copied(body, a, lt, fo, fci, ~child, rows, cols, out)
+    for i in lone.tolist():
         at = int(fo[i])
         end = body.find(b">", at, stop)
         closed = body[end - 1] == _SLASH
@@ -387,8 +410,63 @@ def _scan(body: bytes, start: int, stop: int, shared: list[str]) -> Scanned:
             if cm is not None:
                 attrs["cm"] = cm.group(1).decode()
         out.formulas.append(((int(rows[ci]), int(cols[ci])), attrs, text))
-    out.spans = ValueSpans(rows.astype(np.int32), cols.astype(np.int32), kind, vo, ve, vci.astype(np.int32))
+    out.spans = _spans(lay)
     return out
+
+
+def _copied(body: bytes, a: np.ndarray, lt: np.ndarray, fo: np.ndarray, fci: np.ndarray, todo: np.ndarray,
+            rows: np.ndarray, cols: np.ndarray, out: Scanned) -> np.ndarray:
+    """Put the plain formulas among fo[todo] (`<f>text</f>`, no t="...") that are copies of
+    one another into out.copies; return the indices of the formulas left to read one by one."""
+    cand = np.flatnonzero(todo)
+    if len(cand) < 2:
+        return cand
+    at = fo[cand]
+    opened = np.zeros(len(cand), np.int64)          # length of the opening tag, 0: not plain
+    for p in _PLAIN_F:
+        hit = (opened == 0) & (_window(a, at, len(p)) == p).all(axis=1)
+        opened[hit] = len(p)
+    # the text runs to the next tag, which must be its </f>
+    nxt = np.take(lt, np.minimum(np.searchsorted(lt, at) + 1, len(lt) - 1))
+    closes = (np.take(a, nxt + 1) == _SLASH) & (np.take(a, nxt + 2) == ord("f")) & (np.take(a, nxt + 3) == _GT)
+    plain = (opened > 0) & closes & (nxt > at + opened)
+    if plain.sum() < 2:
+        return cand
+    idx = cand[plain]
+    starts, ends = at[plain] + opened[plain], nxt[plain]
+    ci = fci[idx]
+    frows, fcols = rows[ci], cols[ci]
+    groups, rest = copied_runs(a, starts, ends, frows, fcols,
+                               lambda i: unescape(body[starts[i]:ends[i]].decode()))
+    for t, members in groups:
+        text = unescape(body[starts[t]:ends[t]].decode()).strip()
+        if not text:
+            rest = np.concatenate([rest, members])      # empty formulas: as the one-by-one path has them
+            continue
+        out.copies.append((text, (int(frows[t]), int(fcols[t])), frows[members], fcols[members]))
+    return np.sort(np.concatenate([cand[~plain], idx[rest]]))
+
+
+def _others(body: bytes, a: np.ndarray, vo: np.ndarray, ve: np.ndarray, kind: np.ndarray, rows: np.ndarray,
+            cols: np.ndarray, shared: list[str], out: Scanned) -> None:
+    """Text, boolean and error values into out.other. A column of errors or labels repeats a
+    few values: each distinct (type, spelling) is read once, and the cells get it in bulk."""
+    lens = ve - vo - 3
+    if not len(vo):
+        return
+    width = int(lens.max())
+    if width > 64 or len(vo) < 64:
+        for i in range(len(vo)):
+            text = body[vo[i] + 3:ve[i]].decode()
+            out.other[(int(rows[i]), int(cols[i]))] = _typed(int(kind[i]), text, shared)
+        return
+    w = np.zeros((len(vo), width + 1), np.uint8)
+    w[:, 0] = kind
+    w[:, 1:] = _window(a, vo + 3, width)
+    w[:, 1:][np.arange(width)[None, :] >= lens[:, None]] = 0
+    keys, inverse = np.unique(w.view(f"S{width + 1}").reshape(-1), return_inverse=True)
+    typed = [_typed(k[0], k[1:].decode(), shared) for k in keys.tolist()]
+    out.other.update(zip(zip(rows.tolist(), cols.tolist()), [typed[i] for i in inverse.tolist()]))
 
 
 def _typed(kind: int, text: str, shared: list[str]) -> CellValue:

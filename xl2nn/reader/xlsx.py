@@ -342,6 +342,8 @@ def _fast_read(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas", 
         sink.formula(pos, attrs.get("t", "normal"), text or "", attrs.get("ref"), attrs.get("si", ""),
                      attrs.get("cm"))
     sink.children(found.child_rows, found.child_cols, found.child_si)
+    for text, anchor, rows, cols in found.copies:
+        sink.copies(text, anchor, rows, cols)
     return True
 
 
@@ -366,7 +368,10 @@ def _parse_sheet(data: bytes, sheet: Sheet, shared: list[str], sink: "_Formulas"
                 is_el = el.find(is_tag)
                 inline = "".join(x.text or "" for x in is_el.iter(M + "t")) if is_el is not None else None
                 try:
-                    value = _cached(t, v_el.text if v_el is not None else None, inline, shared)
+                    v = v_el.text if v_el is not None else None
+                    if v is None and v_el is not None and t == "str":
+                        v = ""          # a formula's empty text result, <v></v>
+                    value = _cached(t, v, inline, shared)
                 except (ValueError, IndexError):
                     raise BadInput(f"{label}: {sheet.name}!{ref}: unreadable cell value") from None
                 if value is not None:
@@ -423,6 +428,11 @@ class _Formulas:
             self.child_rows.append(rows)
             self.child_cols.append(cols)
             self.child_si.append(si)
+
+    def copies(self, text: str, anchor: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> None:
+        """Cells that each hold `text` moved from `anchor` to them (copies.py): one shared formula."""
+        t = self.sheet.formulas.add_template(Formula(text, anchor))
+        self.sheet.formulas.add_shared(t, rows, cols)
 
     def formula(self, pos: tuple[int, int], kind: str, text: str, ref: str | None, si: str,
                 cm: str | None = None) -> None:

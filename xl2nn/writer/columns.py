@@ -66,21 +66,43 @@ def splice_numbers(data: bytes, rows: np.ndarray, cols: np.ndarray, numbers: np.
     v_of_cell = np.full(len(key), -1, np.int64)
     v_of_cell[spans.vci] = np.arange(len(spans.vci))
     v = np.where(found, v_of_cell[np.maximum(cell, 0)], -1)
-    ok = found & (v >= 0) & np.isfinite(numbers)
+    # a cell with a value element gets it replaced; a formula cell without one (openpyxl
+    # writes none, or <v/>) gets one added before its '</c>', when its formula is its last child
+    ok = found & np.isfinite(numbers)
     ok[ok] &= spans.kind[cell[ok]] == ord("n")
+    a = np.frombuffer(data, np.uint8)
+    bare = np.flatnonzero(ok & (v < 0))
+    if len(bare):
+        close = spans.close[cell[bare]]
+        at = np.maximum(close, 4)
+        ends_f = np.ones(len(bare), bool)
+        for k, byte in enumerate(b"</f>"):
+            ends_f &= np.take(a, at - 4 + k) == byte
+        self_closed = (np.take(a, at - 2) == ord("/")) & (np.take(a, at - 1) == ord(">"))
+        for i in np.flatnonzero(self_closed & ~ends_f).tolist():     # rare: is that last tag an <f .../>?
+            self_closed[i] = data[data.rfind(b"<", 0, int(close[i])) + 1:][:2] == b"f "
+        ok[bare] = (close > 0) & (ends_f | self_closed)
     take = np.flatnonzero(ok)
     if not len(take):
         return data, ~ok
-    vi = v[take]
-    by_place = np.argsort(vi, kind="stable")
-    vi, vals = vi[by_place], numbers[take][by_place]
-    if len(vi) > 1 and (np.diff(vi) == 0).any():
+    vt, ct = v[take], cell[take]
+    has_v = vt >= 0
+    vo, ve = spans.vo[np.maximum(vt, 0)], spans.ve[np.maximum(vt, 0)]
+    # the element ends after its '</v>', or after the '/>' of an empty <v/> or <v />
+    closed = np.ones(len(take), bool)
+    for k, byte in enumerate(b"</v>"):
+        closed &= np.take(a, np.minimum(ve + k, len(a) - 1)) == byte
+    vend = np.where(closed, ve + 4, np.where(np.take(a, vo + 2) == ord("/"), vo + 4, vo + 5))
+    starts = np.where(has_v, vo, spans.close[ct])
+    ends = np.where(has_v, vend, spans.close[ct])
+    by_place = np.argsort(starts, kind="stable")
+    starts, ends, vals = starts[by_place], ends[by_place], numbers[take][by_place]
+    if len(starts) > 1 and (np.diff(starts) == 0).any():
         return None                                     # one cell updated twice: the general path decides
-    starts = (spans.vo[vi] + 3).tolist()                # the text between <v> and </v>
-    ends = spans.ve[vi].tolist()
     # repr is float()'s exact inverse; one join and one encode for all of them
-    texts = "\n".join(map(repr, vals.tolist())).encode().split(b"\n")
+    texts = ("<v>" + "</v>\n<v>".join(map(repr, vals.tolist())) + "</v>").encode().split(b"\n")
     pieces: list[bytes] = [b""] * (2 * len(texts) + 1)
     pieces[1::2] = texts
-    pieces[0::2] = [data[a:b] for a, b in zip([0, *ends], [*starts, len(data)])]
+    starts, ends = starts.tolist(), ends.tolist()
+    pieces[0::2] = [data[s:e] for s, e in zip([0, *ends], [*starts, len(data)])]
     return b"".join(pieces), ~ok
