@@ -235,3 +235,39 @@ def test_an_empty_text_result_is_the_empty_string(empty, tmp_path, monkeypatch):
         b'<c r="AG1" t="inlineStr"><is><t>Total loss:</t></is></c>', text_result)))
     values = _read_fast(odd, monkeypatch)["nnet"][0]
     assert values[(1, 33)] == ("str", "") and (4, 1) not in values
+
+
+@pytest.mark.parametrize("flavour", ["excel", "openpyxl-write-only"])
+def test_a_body_scanned_in_pieces_reads_as_in_one(flavour, tmp_path, monkeypatch):
+    """A big <sheetData> is scanned in pieces cut before a <row>: the same cells, formulas,
+    copies and value spans as one scan, and as the XML parser."""
+    from xl2nn.reader import scan
+    book = big_workbook.write(tmp_path / f"{flavour}.xlsx", 200, flavour=flavour)
+    data = zipfile.ZipFile(book).read(PART)
+    whole = scan.locate(data, *scan.sheet_data(data))
+    one = _read_fast(book, monkeypatch)
+    monkeypatch.setattr(scan, "CHUNK_BYTES", 1500)
+    assert len(scan._chunks(data, *scan.sheet_data(data))) > 10
+    assert _read_fast(book, monkeypatch) == one
+    pieces_ = scan.locate(data, *scan.sheet_data(data))
+    for name in ("rows", "cols", "kind", "vo", "ve", "vci", "close"):
+        assert np.array_equal(getattr(pieces_, name), getattr(whole, name)), name
+    _all_spliced(book, data)
+    assert _families(book) == _families(big_workbook.write(tmp_path / "excel.xlsx", 200))
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 16])
+def test_values_spliced_in_blocks_equal_the_cell_by_cell_patch(block, tmp_path, monkeypatch):
+    import xl2nn.writer.columns as columns_module
+    monkeypatch.setattr(columns_module, "_BLOCK", block)
+    src = _flavour(tmp_path, "openpyxl", 50)
+    sheet = read_workbook(src).sheets["nnet"]
+    rows, cols, _ = sheet.formulas.arrays()
+    numbers = np.random.default_rng(2).normal(size=len(rows)) * 1e3
+    columns = CellColumns(rows, cols, numbers, {})
+    fast, slow = tmp_path / "fast.xlsx", tmp_path / "slow.xlsx"
+    patch_workbook(src, fast, {"nnet": columns}, spans={"nnet": sheet.spans})
+    patch_workbook(src, slow, {"nnet": columns.as_dict()})
+    got, want = read_workbook(fast).sheets["nnet"].values, read_workbook(slow).sheets["nnet"].values
+    assert dict(got.items()) == dict(want.items())
+    assert all(got[p] == v for p, v in columns.as_dict().items())

@@ -227,13 +227,56 @@ def sheet_data(data: bytes) -> tuple[int, int] | None:
     return (open_end + 1, stop) if stop >= 0 else None
 
 
+# A big body is scanned in pieces of about this many bytes, cut before a <row>: the
+# temporaries (several arrays per tag) stay in cache and the peak memory stays bounded.
+CHUNK_BYTES = 16 << 20
+
+
+def _chunks(data: bytes, start: int, stop: int) -> list[tuple[int, int]]:
+    cuts = [start]
+    while stop - cuts[-1] > CHUNK_BYTES:
+        at = data.find(b"<row", cuts[-1] + CHUNK_BYTES, stop)
+        while at >= 0 and data[at + 4:at + 5] not in (b" ", b">"):
+            at = data.find(b"<row", at + 4, stop)
+        if at < 0:
+            break
+        cuts.append(at)
+    return list(zip(cuts, cuts[1:] + [stop]))
+
+
 def scan(data: bytes, start: int, stop: int, shared: list[str]) -> Scanned | None:
     """The cells of a <sheetData> body (`data[start:stop]`, the bytes between its tags),
     or None when the body is not in the plain form and must go to the XML parser."""
     try:
-        return _scan(data, start, stop, shared)
+        return _merged([_scan(data, a, b, shared) for a, b in _chunks(data, start, stop)])
     except (Unusual, ValueError, IndexError, OverflowError, UnicodeDecodeError):
         return None
+
+
+def _merged(parts: list[Scanned]) -> Scanned:
+    """One Scanned of consecutive pieces of a body (their byte offsets are the part's own)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = Scanned()
+    cat = np.concatenate
+    out.rows, out.cols, out.numbers = (cat([getattr(p, k) for p in parts]) for k in ("rows", "cols", "numbers"))
+    out.child_rows, out.child_cols, out.child_si = (cat([getattr(p, k) for p in parts])
+                                                    for k in ("child_rows", "child_cols", "child_si"))
+    for p in parts:
+        out.other.update(p.other)
+        out.formulas += p.formulas
+        out.copies += p.copies
+    out.max_row, out.max_col = max(p.max_row for p in parts), max(p.max_col for p in parts)
+    out.spans = _merged_spans([p.spans for p in parts if p.spans is not None])
+    return out
+
+
+def _merged_spans(parts: list[ValueSpans]) -> ValueSpans:
+    cells = np.cumsum([0] + [len(p.rows) for p in parts[:-1]])
+    cat = np.concatenate
+    return ValueSpans(cat([p.rows for p in parts]), cat([p.cols for p in parts]), cat([p.kind for p in parts]),
+                      cat([p.vo for p in parts]), cat([p.ve for p in parts]),
+                      cat([p.vci + np.int32(c) for p, c in zip(parts, cells)]), cat([p.close for p in parts]))
 
 
 @dataclass
@@ -261,8 +304,9 @@ def _spans(lay: Layout) -> ValueSpans:
 
 def locate(data: bytes, start: int, stop: int) -> ValueSpans | None:
     """The ValueSpans of `data[start:stop]`, a <sheetData> body; None when it is not plain."""
+    a = np.frombuffer(data, np.uint8)
     try:
-        return _spans(_locate(np.frombuffer(data, np.uint8), start, stop))
+        return _merged_spans([_spans(_locate(a, s, e)) for s, e in _chunks(data, start, stop)])
     except (Unusual, ValueError, IndexError, OverflowError):
         return None
 

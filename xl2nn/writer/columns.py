@@ -37,6 +37,9 @@ class CellColumns:
         return out
 
 
+_BLOCK = 1 << 16
+
+
 def cell_keys(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """One integer per cell (columns stop at 16,384 < 2**15)."""
     return np.asarray(rows, np.int64) * (1 << 15) + np.asarray(cols, np.int64)
@@ -99,10 +102,17 @@ def splice_numbers(data: bytes, rows: np.ndarray, cols: np.ndarray, numbers: np.
     starts, ends, vals = starts[by_place], ends[by_place], numbers[take][by_place]
     if len(starts) > 1 and (np.diff(starts) == 0).any():
         return None                                     # one cell updated twice: the general path decides
-    # repr is float()'s exact inverse; one join and one encode for all of them
-    texts = ("<v>" + "</v>\n<v>".join(map(repr, vals.tolist())) + "</v>").encode().split(b"\n")
-    pieces: list[bytes] = [b""] * (2 * len(texts) + 1)
-    pieces[1::2] = texts
-    starts, ends = starts.tolist(), ends.tolist()
-    pieces[0::2] = [data[s:e] for s, e in zip([0, *ends], [*starts, len(data)])]
-    return b"".join(pieces), ~ok
+    # In blocks of values, so that a million-row sheet never holds millions of small pieces
+    # at once: repr is float()'s exact inverse, one join and one encode per block.
+    blocks: list[bytes] = []
+    done = 0
+    for b in range(0, len(starts), _BLOCK):
+        s, e, x = starts[b:b + _BLOCK].tolist(), ends[b:b + _BLOCK].tolist(), vals[b:b + _BLOCK].tolist()
+        texts = ("<v>" + "</v>\n<v>".join(map(repr, x)) + "</v>").encode().split(b"\n")
+        pieces: list[bytes] = [b""] * (2 * len(texts))
+        pieces[1::2] = texts
+        pieces[0::2] = [data[p:q] for p, q in zip([done, *e[:-1]], s)]
+        blocks.append(b"".join(pieces))
+        done = e[-1]
+    blocks.append(data[done:])
+    return b"".join(blocks), ~ok
