@@ -271,3 +271,22 @@ def test_values_spliced_in_blocks_equal_the_cell_by_cell_patch(block, tmp_path, 
     got, want = read_workbook(fast).sheets["nnet"].values, read_workbook(slow).sheets["nnet"].values
     assert dict(got.items()) == dict(want.items())
     assert all(got[p] == v for p, v in columns.as_dict().items())
+
+
+def test_libreoffice_opens_the_trained_copy_of_an_openpyxl_file_and_agrees(tmp_path):
+    """The values spliced into openpyxl's empty formula cells are well-formed and right:
+    LibreOffice, recalculating the written copy from scratch, gets the same numbers."""
+    if find_soffice() is None:
+        pytest.skip("LibreOffice (soffice) is not installed")
+    from .libreoffice import recalculate as lo_recalculate
+    src = big_workbook.write(tmp_path / "src.xlsx", 60, flavour="openpyxl-write-only")
+    out = tmp_path / "trained.xlsx"
+    rc, _, err = run_cli("train", str(src), "--steps", "3", "-o", str(out))
+    assert rc == 0, err
+    lo = lo_recalculate(out, tmp_path / "lo.xlsx")
+    ours, theirs = read_workbook(out).sheets["nnet"], read_workbook(lo).sheets["nnet"]
+    rows, cols, _ = ours.formulas.arrays()
+    assert len(rows) == 6 * 60 + 1
+    for pos in zip(rows.tolist(), cols.tolist()):
+        assert math.isclose(ours.values[pos], theirs.values[pos], rel_tol=1e-9, abs_tol=1e-12), pos
+    assert ours.values[(4, 18)] != read_workbook(src).sheets["nnet"].values[(4, 18)]     # trained weights
