@@ -356,7 +356,8 @@ def _locate(a: np.ndarray, start: int, stop: int) -> Layout:
     vo = lt[is_v & (nx2 == _GT)]
     empty = is_v & (((nx2 == _SLASH) & (nx3 == _GT)) | ((nx2 == _SPACE) & (nx3 == _SLASH)))
     e_at = lt[empty]
-    if (is_v & ~empty & (nx2 == _SPACE)).any() or (np.take(a, e_at + np.where(nx2[empty] == _SLASH, 3, 4)) != _GT).any():
+    e_gt = e_at + np.where(nx2[empty] == _SLASH, 3, 4)         # the '>' of <v/> or <v />
+    if (is_v & ~empty & (nx2 == _SPACE)).any() or (np.take(a, e_gt) != _GT).any():
         raise Unusual("<v> with attributes")
     ve = lt[(nx1 == _SLASH) & (nx2 == ord("v")) & (nx3 == _GT)]
     # each value closes at the very next tag: no markup inside
