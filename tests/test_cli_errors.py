@@ -134,3 +134,22 @@ def test_eval_computes_what_it_can_and_lists_the_rest(tmp_path):
     _assert_one_line(r, "partial.xlsx" if src.name == "partial.xlsx" else "cached.xlsx", "--strict",
                      "BESSELJ (s!B1:B4), ERFC (s!D1)")
     assert not strict.exists()
+
+
+@pytest.mark.parametrize("command", ["inspect", "eval", "verify", "train", "export"])
+def test_a_missing_or_foreign_file_is_said_before_torch_loads(command, tmp_path):
+    """The file is checked before torch is imported: the one-line error comes in a fraction of a
+    second, not after the 2 s import."""
+    foreign = tmp_path / "notes.xlsx"
+    foreign.write_text("not a zip")
+    for path, why in ((tmp_path / "missing.xlsx", "no such file"),
+                      (foreign, "not an .xlsx workbook (not a zip file)")):
+        code = ("import sys, xl2nn.cli as c; rc = c.main(sys.argv[1:]); "
+                "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded'); sys.exit(rc)")
+        out = ["-o", str(tmp_path / ("out.py" if command == "export" else "out.xlsx"))] \
+            if command in ("eval", "export") else []
+        r = subprocess.run([sys.executable, "-c", code, command, str(path), *out], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and r.stdout.strip() == "torch not loaded", r.stdout + r.stderr
+        assert r.stderr == f"xl2nn: error: {path}: {why}\n", r.stderr
+        assert not (tmp_path / "out.xlsx").exists() and not (tmp_path / "out.py").exists()

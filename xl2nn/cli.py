@@ -114,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if getattr(args, "file", None):
-        from .reader import prefetch
+        from .reader import check_file, prefetch
+        try:
+            check_file(args.file)    # a missing or non-workbook FILE is said at once, before torch loads
+        except XlnnError as exc:
+            print(f"xl2nn: error: {exc}", file=sys.stderr)
+            return exc.exit_code
         prefetch(args.file)          # read on a second core while torch imports
     import warnings
     from .app.common import warning_categories

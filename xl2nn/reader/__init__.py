@@ -1,5 +1,5 @@
 """Stage 1: workbook reading."""
 from .workbook import DefinedName, Formula, Sheet, Table, Workbook
-from .xlsx import prefetch, read_workbook
+from .xlsx import check_file, prefetch, read_workbook
 
-__all__ = ["DefinedName", "Formula", "Sheet", "Table", "Workbook", "prefetch", "read_workbook"]
+__all__ = ["DefinedName", "Formula", "Sheet", "Table", "Workbook", "check_file", "prefetch", "read_workbook"]

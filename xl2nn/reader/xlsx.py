@@ -28,6 +28,11 @@ from .workbook import CalcSettings, DefinedName, Formula, Sheet, Table, Workbook
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
+def check_file(path: str | os.PathLike[str]) -> None:
+    """Raise BadInput, naming the file, when `path` is not there or is not an .xlsx container."""
+    _check_container(Path(path), str(path))
+
+
 def _check_container(path: Path, label: str) -> None:
     if not path.exists():
         raise BadInput(f"{label}: no such file")
