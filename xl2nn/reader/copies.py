@@ -14,6 +14,8 @@ call per cell. Whatever does not match is left to the cell-by-cell path.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..cells import A1_TOKEN, MAX_COL, MAX_ROW, col_number
@@ -23,21 +25,34 @@ _POW10 = 10 ** np.arange(8, dtype=np.int64)
 Piece = bytes | int     # literal bytes, or the row number (at the template's row) of a relative reference
 
 
-def _refs(text: str) -> list[tuple]:
-    """The references A1_TOKEN finds in `text`, as their groups (strings and the like: none)."""
-    return [m.groups() for m in A1_TOKEN.finditer(text) if m.group(2) is not None or m.group(6) is not None]
+_ENTITY = re.compile(r"&(?:lt|gt|amp|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);")
+
+
+def _char_starts(raw: str) -> list[int]:
+    """Where each character of the unescaped text begins in `raw` (an entity is one
+    character), and where the text ends."""
+    out: list[int] = []
+    at = 0
+    for m in _ENTITY.finditer(raw):
+        out.extend(range(at, m.start()))
+        out.append(m.start())
+        at = m.end()
+    out.extend(range(at, len(raw)))
+    out.append(len(raw))
+    return out
 
 
 def pieces(raw: str, text: str) -> list[Piece] | None:
-    """The template as literal pieces and relative row numbers, or None when it cannot be
-    matched this way. `raw` is the text as it is spelled in the part (entities and all),
-    `text` the formula it means: their references must be the same ones, or an escaped
-    quote could hide a string literal from the search."""
-    if _refs(raw) != _refs(text):
-        return None
+    """The template as literal pieces of `raw` and relative row numbers, or None when it
+    cannot be matched this way. `raw` is the text as it is spelled in the part (LibreOffice
+    writes `&quot;`), `text` the formula it means: the references are found in `text`, where
+    a string literal is one, and their digits located in `raw`."""
+    starts = _char_starts(raw)
+    if len(starts) != len(text) + 1:
+        return None                                     # an entity we do not know
     out: list[Piece] = []
     at = 0
-    for m in A1_TOKEN.finditer(raw):
+    for m in A1_TOKEN.finditer(text):
         if m.group(2) is not None:                      # a row range 4:7: each side may move
             if not all(1 <= int(r) <= MAX_ROW for r in m.group(2, 4)):
                 continue                                # not a range: literal text, as shape_key has it
@@ -54,9 +69,12 @@ def pieces(raw: str, text: str) -> list[Piece] | None:
                 continue                                # absolute, or not a row: literal text
             if digits.startswith("0"):
                 return None                             # A04: its copies are not spelled by moving it
-            out.append(raw[at:start].encode())
+            begin, end = starts[start], starts[start + len(digits)]
+            if raw[begin:end] != digits:
+                return None                             # digits written as entities
+            out.append(raw[at:begin].encode())
             out.append(row)
-            at = start + len(digits)
+            at = end
     out.append(raw[at:].encode())
     return [p for p in out if p != b""]
 
