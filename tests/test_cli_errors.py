@@ -153,3 +153,11 @@ def test_a_missing_or_foreign_file_is_said_before_torch_loads(command, tmp_path)
         assert r.returncode == 2 and r.stdout.strip() == "torch not loaded", r.stdout + r.stderr
         assert r.stderr == f"xl2nn: error: {path}: {why}\n", r.stderr
         assert not (tmp_path / "out.xlsx").exists() and not (tmp_path / "out.py").exists()
+
+
+def test_python_dash_m_xl2nn_is_the_command(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "xl2nn", "inspect", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("usage: xl2nn inspect")
+    r = subprocess.run([sys.executable, "-m", "xl2nn", "verify", str(tmp_path / "none.xlsx")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr == f"xl2nn: error: {tmp_path / 'none.xlsx'}: no such file\n"
