@@ -8,8 +8,8 @@ import torch
 
 from ..cells import CellError
 from .registry import Context, Elementwise, argument, excel
-from .values import (BOOL, ERROR, NUM, VALUE, Val, error_overlay, fit, from_objects, to_bool, to_objects,
-                     unchecked_errors)
+from .values import (BOOL, ERROR, NUM, VALUE, Val, error_overlay, fit, from_objects, past_errors, to_bool,
+                     to_objects, unchecked_errors)
 
 
 def _const(value: float, kind: int, ctx: Context) -> Val:
@@ -45,12 +45,11 @@ def if_(args: list[Val | None], ctx: Context) -> Val:
         # error entries give their error, the rest select as tensors
         shape = tuple(torch.broadcast_shapes(cond.num.shape, yes.num.shape, no.num.shape))
         got = error_overlay([cond], shape)
-        if got is not None and bool(torch.isfinite(torch.where(torch.from_numpy(got[0]).to(cond.num.device),
-                                                               0.0, cond.num)).all()):
+        nums = past_errors([cond], got[0]) if got is not None else None
+        if nums is not None:
             mask, codes = got
-            m = torch.from_numpy(mask).to(cond.num.device)
-            out = _select(Val(torch.where(m, 0.0, cond.num), NUM), yes, no)
-            num = torch.where(m, float("nan"), out.num.expand(shape))
+            out = _select(Val(nums[0], NUM), yes, no)
+            num = torch.where(torch.from_numpy(mask).to(out.num.device), float("nan"), out.num.expand(shape))
             kind = np.where(mask, ERROR, np.broadcast_to(out.kinds(), shape)).astype(np.int8)
             text = np.where(mask, codes, np.broadcast_to(out.text, shape) if out.text is not None else None)
             return Val(num, kind, text)

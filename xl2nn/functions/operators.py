@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from ..cells import CellError
 from .registry import Context, Elementwise
-from .values import BOOL, DIV0, EMPTY, ERROR, NUM, NUM_ERR, TEXT, Val, error_overlay, fit, overlay_errors, to_text
+from .values import (BOOL, DIV0, EMPTY, ERROR, NUM, NUM_ERR, TEXT, Val, error_overlay, fit, overlay_errors,
+                     past_errors, to_text)
 
 
 def _div(a: float, b: float) -> float | CellError:
@@ -87,20 +87,13 @@ def compare(op: str, a: Val, b: Val, ctx: Context) -> Val:
         return out
     # numbers beside error values (a column of #VALUE! compared with 0): in bulk
     shape = tuple(torch.broadcast_shapes(a.num.shape, b.num.shape))
-    got = error_overlay([a, b], shape, (NUM, EMPTY)) if ERROR in _kinds(a) | _kinds(b) else None
-    if got is not None:
-        one = torch.ones((), dtype=a.num.dtype, device=a.num.device)
-        m = torch.from_numpy(got[0]).to(a.num.device)
-        x, y = torch.where(m, one, a.num), torch.where(m, one, b.num)
-        if bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all()):
-            return overlay_errors(_TORCH_COMPARE[op](x, y).to(a.num.dtype), BOOL, *got)
+    got = error_overlay([a, b], shape, (NUM, EMPTY)) if a.has(ERROR) or b.has(ERROR) else None
+    nums = past_errors([a, b], got[0]) if got is not None else None
+    if nums is not None:
+        return overlay_errors(_TORCH_COMPARE[op](*nums).to(a.num.dtype), BOOL, *got)
     ew = Elementwise(lambda *_: None, lambda x, y: compare_scalars(op, x, y),
                      result_kind=BOOL, coerce=lambda x: x)
     return ew.slow([a, b], ctx)
-
-
-def _kinds(v: Val) -> set[int]:
-    return {v.kind} if not isinstance(v.kind, np.ndarray) else set(np.unique(v.kind).tolist())
 
 
 def concat(a: Val, b: Val, ctx: Context) -> Val:

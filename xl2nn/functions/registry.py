@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ..cells import CellError
-from .values import (ERROR, NUM, Val, error_overlay, fit, from_objects, scalar, to_number, to_objects,
-                     overlay_errors)
+from .values import (ERROR, NUM, Val, error_overlay, fit, from_objects, overlay_errors, past_errors, scalar,
+                     to_number, to_objects)
 
 
 class Context(Protocol):
@@ -99,13 +99,13 @@ class Elementwise:
         if got is None or not got[0].any():
             return None
         mask, codes = got
-        m = torch.from_numpy(mask).to(args[0].num.device)
-        one = torch.ones((), dtype=args[0].num.dtype, device=m.device)
-        nums = [torch.where(m, one, a.num) for a in args]
-        if not all(bool(torch.isfinite(x).all()) for x in nums):
+        nums = past_errors(args, mask)
+        if nums is None:
             return None
-        if self.domain_error is not None and bool((self.domain_error(*nums) & ~m).any()):
-            return None
+        if self.domain_error is not None:
+            m = torch.from_numpy(mask).to(nums[0].device)
+            if bool((self.domain_error(*nums) & ~m).any()):
+                return None
         return overlay_errors(self.torch_fn(*nums), self.result_kind, mask, codes)
 
     def _guarded(self, nums: list[torch.Tensor]) -> torch.Tensor:

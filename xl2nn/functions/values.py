@@ -141,9 +141,9 @@ def error_overlay(args: list[Val], shape: tuple[int, ...],
                   allowed: tuple[int, ...] = NUMERIC_KINDS) -> tuple[np.ndarray, np.ndarray] | None:
     """Where any of `args` holds an error value, the first in argument order (Excel's rule for
     operators and elementwise functions): a mask and the codes. None when some other entry
-    is of a kind outside `allowed` (text wants coercing: that is the scalar path's work) or
-    a non-finite number. This is how a column of #VALUE! flows through a checked run in
-    bulk rather than cell by cell."""
+    is of a kind outside `allowed` (text wants coercing: that is the scalar path's work).
+    This is how a column of #VALUE! flows through a checked run in bulk rather than cell by
+    cell; `past_errors` gives the numbers to compute with beside it."""
     mask = np.zeros(shape, bool)
     codes = np.empty(shape, dtype=object)
     for a in args:
@@ -157,6 +157,16 @@ def error_overlay(args: list[Val], shape: tuple[int, ...],
             codes[first] = text[first]
             mask |= first
     return mask, codes
+
+
+def past_errors(args: list[Val], mask: np.ndarray) -> list[torch.Tensor] | None:
+    """Each argument's numbers with 1 where `mask` (error_overlay's) marks an error, for the
+    tensor form to compute the rest; None when any other entry is not finite (an error an
+    earlier step computed, or an overflow: the scalar path decides)."""
+    m = torch.from_numpy(mask).to(args[0].num.device)
+    one = torch.ones((), dtype=args[0].num.dtype, device=m.device)
+    nums = [torch.where(m, one, a.num) for a in args]
+    return nums if all(bool(torch.isfinite(x).all()) for x in nums) else None
 
 
 def overlay_errors(num: torch.Tensor, kind: int, mask: np.ndarray, codes: np.ndarray) -> Val:
