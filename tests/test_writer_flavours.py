@@ -175,7 +175,7 @@ def _group(texts: list[str], rows: list[int], cols: list[int] | None = None) -> 
     a = np.frombuffer(joined + b"\0" * 16, np.uint8)
     groups, rest = copied_runs(a, starts, ends, np.array(rows), np.array(cols or [1] * len(texts)),
                                lambda i: texts[i].replace("&quot;", '"').replace("&#52;", "4"))
-    return sorted(sorted(m.tolist()) for _, m in groups) + [sorted(rest.tolist())]
+    return sorted(sorted(m.tolist()) for _, _, m in groups) + [sorted(rest.tolist())]
 
 
 def test_copies_are_the_texts_a_move_would_write():

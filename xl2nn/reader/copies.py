@@ -105,13 +105,14 @@ def matches(a: np.ndarray, starts: np.ndarray, ends: np.ndarray, shift: np.ndarr
 
 
 def copied_runs(a: np.ndarray, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                decode) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+                decode) -> tuple[list[tuple[str, int, np.ndarray]], np.ndarray]:
     """Group formula cells (texts a[starts:ends]) into moved copies, column by column.
 
-    Returns (template cell, member cells) pairs (indices; the template is one of its
-    members) and the cells left over. `decode(i)` is cell i's formula as text (unescaped).
+    Returns (formula, template cell, member cells) for each group (indices; the template is
+    one of its members) and the cells left over. `decode(i)` is cell i's formula as text
+    (unescaped).
     """
-    groups: list[tuple[int, np.ndarray]] = []
+    groups: list[tuple[str, int, np.ndarray]] = []
     rest: list[np.ndarray] = []
     order = np.lexsort((rows, cols))
     bounds = np.flatnonzero(np.diff(cols[order])) + 1
@@ -121,15 +122,15 @@ def copied_runs(a: np.ndarray, starts: np.ndarray, ends: np.ndarray, rows: np.nd
             if len(pending) < 2:
                 break
             t = int(pending[0])
-            raw = a[starts[t]:ends[t]].tobytes().decode()
-            template = pieces(raw, decode(t))
+            raw, text = a[starts[t]:ends[t]].tobytes().decode(), decode(t)
+            template = pieces(raw, text)
             hit = matches(a, starts[pending], ends[pending], rows[pending] - rows[t], template) \
                 if template is not None else np.zeros(len(pending), bool)
             if not hit[0]:                  # the template must reproduce itself; else cell by cell
                 rest.append(pending[:1])
                 pending = pending[1:]
                 continue
-            groups.append((t, pending[hit]))
+            groups.append((text, t, pending[hit]))
             pending = pending[~hit]
         rest.append(pending)
     return groups, np.concatenate(rest) if rest else np.empty(0, np.int64)

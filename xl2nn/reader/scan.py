@@ -483,8 +483,8 @@ def _copied(body: bytes, a: np.ndarray, lt: np.ndarray, fo: np.ndarray, fci: np.
     frows, fcols = rows[ci], cols[ci]
     groups, rest = copied_runs(a, starts, ends, frows, fcols,
                                lambda i: unescape(body[starts[i]:ends[i]].decode()))
-    for t, members in groups:
-        text = unescape(body[starts[t]:ends[t]].decode()).strip()
+    for text, t, members in groups:
+        text = text.strip()
         if not text:
             rest = np.concatenate([rest, members])      # empty formulas: as the one-by-one path has them
             continue
