@@ -10,7 +10,8 @@ Excel saved. The same model can be written as other authors' tools write it (`--
   excel                 one shared-formula master per column, cached values (the default)
   openpyxl              openpyxl's Workbook: formula text per cell, no cached values
   openpyxl-write-only   openpyxl's write_only mode: the same, streamed, inline strings
-  xlsxwriter            XlsxWriter: formula text per cell with its cached value, shared strings
+  xlsxwriter            XlsxWriter (constant_memory): formula text per cell with its cached value,
+                        inline strings
   libreoffice           the Excel-style file opened and saved by headless LibreOffice
                         (formula text per cell, <f aca="false">, t="n"); needs soffice
 
@@ -26,6 +27,8 @@ from xml.sax.saxutils import escape
 from pathlib import Path
 
 import numpy as np
+
+from xl2nn.cells import col_number
 
 FIRST = 4   # first data row
 INPUTS = ["SibSp", "Parch", "Age_N", "log_Fare", "Pclass_1", "Pclass_2", "Embark_S", "Embark_C", "Male", "Ones"]
@@ -137,8 +140,7 @@ def sheet_xml(y: np.ndarray, x: np.ndarray, w: np.ndarray, broken: bool = False)
                 f = f'<f t="shared" ref="{c}{FIRST}:{c}{last}" si="{k}">{escape(text.format(r=r))}</f>'
             else:
                 f = f'<f t="shared" si="{k}"/>'
-            typ = ' t="e"' if fs[k][i] == "#VALUE!" else ""
-            cells.append(f'<c r="{c}{r}"{typ}>{f}<v>{fs[k][i]}</v></c>')
+            cells.append(f'<c r="{c}{r}"{_value(cached_values[k][i])}>{f}<v>{fs[k][i]}</v></c>')
         cells.append("</row>")
         out.append("".join(cells))
     out.append("</sheetData></worksheet>")
@@ -207,13 +209,6 @@ def _rows(y: np.ndarray, x: np.ndarray, w: np.ndarray, broken: bool = False):
         yield r, cells
 
 
-def _col(letters: str) -> int:
-    n = 0
-    for ch in letters:
-        n = n * 26 + ord(ch) - 64
-    return n
-
-
 def _write_other(path: Path, rows: int, seed: int, flavour: str, broken: bool) -> Path:
     y, x, w = data(rows, seed)
     if flavour == "libreoffice":
@@ -241,9 +236,9 @@ def _write_other(path: Path, rows: int, seed: int, flavour: str, broken: bool) -
         if wb.write_only:
             written = 0
             for r, cells in _rows(y, x, w, broken):
-                line = [None] * max(_col(c) for c, _, _ in cells)
+                line = [None] * max(col_number(c) for c, _, _ in cells)
                 for c, v, _ in cells:
-                    line[_col(c) - 1] = v
+                    line[col_number(c) - 1] = v
                 for _ in range(r - 1 - written):     # the empty row 2
                     ws.append([])
                 ws.append(line)
@@ -251,7 +246,7 @@ def _write_other(path: Path, rows: int, seed: int, flavour: str, broken: bool) -
         else:
             for r, cells in _rows(y, x, w, broken):
                 for c, v, _ in cells:
-                    ws.cell(r, _col(c), v)
+                    ws.cell(r, col_number(c), v)
         for k, v in SOLVER.items():
             ws.defined_names[k] = DefinedName(k, attr_text=v, hidden=True)
         wb.save(path)
@@ -263,9 +258,9 @@ def _write_other(path: Path, rows: int, seed: int, flavour: str, broken: bool) -
         for r, cells in _rows(y, x, w, broken):
             for c, v, value in cells:
                 if isinstance(v, str) and v.startswith("="):
-                    ws.write_formula(r - 1, _col(c) - 1, v, None, value)
+                    ws.write_formula(r - 1, col_number(c) - 1, v, None, value)
                 else:
-                    ws.write(r - 1, _col(c) - 1, v)
+                    ws.write(r - 1, col_number(c) - 1, v)
         for k, v in SOLVER.items():
             book.define_name(f"nnet!{k}", "=" + v if "!" in v else v)
         book.close()

@@ -169,11 +169,13 @@ def main() -> None:
         for flavour, n, broken in runs:
             print(f"measuring {flavour} at {n:,} rows ...", file=sys.stderr, flush=True)
             flavours.append(measure_flavour(flavour, n, folder, libreoffice, broken))
-            if n > 1_000_000:
-                for f in folder.glob(f"*_{n}*.xlsx"):
-                    f.unlink()          # a million-row copy is large: keep the disk free
+            if n > 1_000_000:           # a million-row copy is large: keep the disk free
+                for f in folder.glob(f"*_{flavour}_{n}.xlsx"):
+                    f.unlink()          # the trained and LibreOffice copies; the input only if not --keep
+                if not args.keep:
+                    (folder / f"{flavour}_{n}.xlsx").unlink()
     report(results, libreoffice)
-    report_flavours(flavours, libreoffice)
+    report_flavours(flavours)
 
 
 def report(results: list[dict], libreoffice: bool) -> None:
@@ -198,7 +200,7 @@ def report(results: list[dict], libreoffice: bool) -> None:
         print(line)
 
 
-def report_flavours(results: list[dict], libreoffice: bool) -> None:
+def report_flavours(results: list[dict]) -> None:
     if not results:
         return
     print("\n| saved by | rows | file | `inspect` | `train --steps 1` + write | LibreOffice recalc+save "
